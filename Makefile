@@ -1,0 +1,42 @@
+# Droplet for Blender — developer entry points. `make setup` is idempotent.
+PYTHON ?= python3
+VENV := .venv
+BVENV := .venv-blender
+# The CPU build lies on disk on the dev/CI machines; on a GPU box the same pin fetches the CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+BPY_SPEC ?= bpy==5.0.1
+ARGS ?=
+
+.PHONY: setup test lint serve demo extension bench clean
+
+setup: $(VENV)/.installed $(BVENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q "$(TORCH_SPEC)"
+	$(VENV)/bin/pip install -q -c constraints.txt -e ".[server,test]"
+	touch $@
+
+# Blender's Python is not the server's: bpy pins numpy < 2, so it gets its own environment.
+$(BVENV)/.installed: constraints-blender.txt
+	test -x $(BVENV)/bin/python || $(PYTHON) -m venv $(BVENV)
+	$(BVENV)/bin/pip install -q --upgrade pip
+	$(BVENV)/bin/pip install -q -c constraints-blender.txt "$(BPY_SPEC)" pytest
+	touch $@
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+test: setup lint
+	$(VENV)/bin/pytest tests --ignore=tests/blender -q
+	$(BVENV)/bin/python -m pytest tests/blender -q -p no:cacheprovider
+
+serve: $(VENV)/.installed
+	$(VENV)/bin/droplet3d serve $(ARGS)
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/python scripts/demo.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) $(BVENV) build dist *.egg-info

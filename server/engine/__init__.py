@@ -1,0 +1,1 @@
+"""Droplet3D and DropletVideo generation on diffusers components."""

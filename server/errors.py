@@ -1,0 +1,44 @@
+"""Errors shared by the engine, the reconstruction and the service.
+
+The service maps :class:`InputError` to a 4xx response naming ``field``; anything else raised
+inside a job fails that job only.
+"""
+
+from __future__ import annotations
+
+
+class DropletError(Exception):
+    """Base class: a failure with a stable machine-readable ``code`` and a one-line message."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class InputError(DropletError, ValueError):
+    """Something the caller can fix: a bad image, parameter, frame set or path."""
+
+    code = "invalid_input"
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.field = field
+
+
+class CheckpointError(DropletError):
+    """A checkpoint folder or hub id that cannot be used; the message names the file."""
+
+    code = "bad_checkpoint"
+
+
+class Cancelled(DropletError):
+    """Raised between steps when the caller's cancel check returns true."""
+
+    code = "cancelled"

@@ -1,0 +1,1 @@
+"""Orbit frames → calibrated cameras, masks and a textured mesh."""

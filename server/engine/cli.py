@@ -1,9 +1,128 @@
-"""``droplet3d`` subcommands of the engine room."""
+"""``droplet3d`` subcommands of the engine room: ``make-tiny-checkpoint`` and ``generate``.
+
+Heavy imports (torch, diffusers) happen inside the command functions.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """Register this room's subcommands (filled in as the room is built)."""
+    tiny = commands.add_parser(
+        "make-tiny-checkpoint", help="write a tiny random checkpoint in the published layout (tests, demos)",
+        description="Write a randomly initialised Droplet3D/DropletVideo checkpoint in exactly the published folder "
+        "layout, small enough to generate on a CPU in seconds. Its frames are noise.",
+    )
+    tiny.add_argument("out", type=Path, help="folder to create")
+    tiny.add_argument("--kind", choices=("droplet3d", "dropletvideo"), default="droplet3d")
+    tiny.add_argument("--rotary", action="store_true", help="use 3D RoPE instead of the additive sin-cos table")
+    tiny.add_argument("--with-align", action="store_true", help="add a tiny FLUX.1-Kontext-dev folder and a LoRA")
+    tiny.set_defaults(func=cmd_make_tiny_checkpoint)
+
+    gen = commands.add_parser(
+        "generate", help="image + prompt → orbit video (Droplet3D) or video (DropletVideo)",
+        description="Generate frames/, orbit.mp4, input.png, aligned.png (with --view-align) and manifest.json in "
+        "--out. Sizes default to the model's (Droplet3D 512x512x85, DropletVideo 672x384x85 at 16 fps).",
+    )
+    gen.add_argument("--ckpt", required=True, help="checkpoint folder or hub id, e.g. DropletX/Droplet3D-5B")
+    gen.add_argument("--image", required=True, type=Path, help="input image (transparent pixels become black)")
+    gen.add_argument("--prompt", required=True, help="dense description of the views, front → back")
+    gen.add_argument("--negative-prompt", default=None)
+    gen.add_argument("--view-align", action="store_true", help="snap the input to the nearest canonical view first")
+    gen.add_argument("--width", type=int, default=None)
+    gen.add_argument("--height", type=int, default=None)
+    gen.add_argument("--frames", type=int, default=None, help="rounded down to 4k+1")
+    gen.add_argument("--steps", type=int, default=50)
+    gen.add_argument("--guidance", type=float, default=6.0)
+    gen.add_argument("--seed", type=int, default=42, help="-1 draws a random seed (recorded in the manifest)")
+    gen.add_argument("--fps", type=int, default=None, help="DropletVideo only: motion strength (default 16)")
+    gen.add_argument("--offload", choices=("none", "model", "sequential"), default="none")
+    gen.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: best available)")
+    gen.add_argument("--reconstruct", action="store_true", help="also reconstruct a textured mesh (Droplet3D)")
+    gen.add_argument("--out", required=True, type=Path, help="output folder")
+    gen.set_defaults(func=cmd_generate)
+
+
+def cmd_make_tiny_checkpoint(args: argparse.Namespace) -> int:
+    from .tiny import make_tiny_checkpoint
+
+    path = make_tiny_checkpoint(args.out, kind=args.kind, rotary=args.rotary, with_align=args.with_align)
+    print(f"tiny {args.kind} checkpoint written to {path}")
+    return 0
+
+
+class StageBars:
+    """One tqdm bar per stage, fed by the engine's progress callback."""
+
+    def __init__(self) -> None:
+        self.stage: str | None = None
+        self.bar = None
+
+    def __call__(self, stage: str, step: int, total: int, elapsed: float) -> None:
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, desc=f"{stage:<12}", unit="step" if stage == "denoising" else "",
+                            file=sys.stderr, leave=True)
+        self.bar.n = step
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .engine import DropletEngine, GenerationParams, run_generation
+    from .images import load_input_image
+
+    params = GenerationParams(
+        prompt=args.prompt, negative_prompt=args.negative_prompt, width=args.width, height=args.height,
+        num_frames=args.frames, steps=args.steps, guidance_scale=args.guidance,
+        seed=None if args.seed == -1 else args.seed, fps=args.fps, view_align=args.view_align,
+    )
+    image = load_input_image(args.image)  # fail on a bad image before loading any model
+    engine = DropletEngine.load(args.ckpt, device=args.device, offload=args.offload)
+    if args.reconstruct and engine.kind != "droplet3d":
+        from ..errors import InputError
+
+        raise InputError("--reconstruct needs a Droplet3D orbit; DropletVideo clips are not orbits",
+                         field="reconstruct")
+    bars = StageBars()
+    try:
+        result = run_generation(engine, image, params, args.out, progress=bars)
+        bars.close()
+        if engine.kind == "droplet3d":
+            _cameras(args.out, args.reconstruct, bars)
+    finally:
+        bars.close()
+        engine.close()
+    print(f"{len(result.frames)} frames, seed {result.manifest['seed']}: {result.video}")
+    return 0
+
+
+def _cameras(out: Path, reconstruct: bool, bars: StageBars) -> None:
+    """Every orbit folder gets transforms.json: a full reconstruction, or the cheap calibration only."""
+    import droplet3d.recon as recon
+
+    if reconstruct:
+        result = recon.reconstruct(out / "frames", out, progress=bars)
+        print(f"mesh: {result.mesh_path}")
+    elif hasattr(recon, "calibrate"):
+        from ..errors import DropletError
+
+        try:
+            recon.calibrate(out / "frames", out)
+        except DropletError as exc:  # the orbit itself was generated; only the camera estimate failed
+            logger.warning("orbit written, but no transforms.json: calibration failed: %s", exc)
+    else:
+        logger.warning("droplet3d.recon.calibrate is not available yet: no transforms.json written")

@@ -1,0 +1,114 @@
+"""The scripting API: submit, wait, import (touches ``bpy``). For the Python console and ``blender -b -P``.
+
+    import droplet_blender as droplet
+    job = droplet.submit(prompt="...", object=bpy.data.objects["Teapot"], steps=30)
+    job = droplet.wait(job, timeout=600)          # raises DropletJobFailed(reason) on failure/cancel
+    coll = droplet.import_job(job)               # one collection with the rig, cameras, planes, mesh
+
+Jobs go through the same manager as the panel's, so they show in the Jobs list too. ``wait`` pumps
+the add-on's main-thread queue itself, which a background Blender needs (no timers run there).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import bpy
+
+from . import capture, importer, runtime
+from .client import DropletClientError
+from .jobs import JobState
+from .params import JobParams
+from .prefs import settings
+
+
+class DropletJobFailed(RuntimeError):
+    """A job that failed or was cancelled; the message is the server's (or the client's) reason."""
+
+    def __init__(self, job: JobState):
+        super().__init__(f"job {job.job_id or job.key} {job.status}: {job.error or 'no reason given'}")
+        self.job = job
+
+
+def submit(
+    prompt: str = "",
+    *,
+    image: str | Path | None = None,
+    object: bpy.types.Object | list | None = None,
+    camera: bool = False,
+    frames: list[str | Path] | str | Path | None = None,
+    video: str | Path | None = None,
+    server: str | None = None,
+    token: str | None = None,
+    front: bool = True,
+    source: dict | None = None,
+    **params,
+) -> JobState:
+    """Start a job and return its state at once.
+
+    The input is a file (``image``), objects rendered alone on white (``object``: one or a list; from
+    an auto-framed front camera, or the scene camera with ``front=False``) or the scene camera's
+    render (``camera=True``); reconstruct mode takes ``frames`` (paths in order, or a folder) or a
+    ``video``. ``params`` are :class:`~droplet_blender.params.JobParams` fields (``mode``, ``steps``,
+    ``width``, ``num_frames``, ``reconstruct``, ...). ``source`` (``{"centre", "size"}``) places the
+    imported rig; by default the rendered objects' bounds. Bad input raises before anything is sent:
+    ``ValueError`` (:class:`~droplet_blender.params.ParamError`, ``CaptureError``) or
+    :class:`~droplet_blender.client.DropletClientError`.
+    """
+    prefs = settings()
+    if server is not None:
+        prefs.url = server
+    if token is not None:
+        prefs.token = token
+    client = prefs.client()
+    job_params = JobParams(prompt=prompt, **params)
+    job_params.validate()
+    size = (job_params.width or 512, job_params.height or 512)
+    scene = bpy.context.scene
+    found: dict = {}
+    if frames is not None or video is not None:
+        if frames is not None and not isinstance(frames, (list, tuple)):
+            folder = Path(frames)
+            frames = sorted(p for p in folder.iterdir() if p.suffix.lower() in capture.FRAME_SUFFIXES)
+        inputs = {"frames": [Path(p) for p in frames]} if frames is not None else {"video": Path(video)}
+    elif image is not None:
+        inputs = {"image": Path(image)}
+    elif object is not None:
+        objs = object if isinstance(object, (list, tuple)) else [object]
+        path = Path(tempfile.mkdtemp(prefix="droplet-input-")) / "input.png"
+        capture.render_alone(scene, objs, path, size, (1.0, 1.0, 1.0), front=front)
+        inputs, found = {"image": path}, capture.selection_source(objs)
+    elif camera:
+        if scene.camera is None:
+            raise capture.CaptureError("The scene has no active camera to render from.")
+        path = Path(tempfile.mkdtemp(prefix="droplet-input-")) / "input.png"
+        capture.render_scene(scene, path, size)
+        inputs = {"image": path}
+    else:
+        raise ValueError("give image=, object=, camera=True, or frames=/video= for reconstruct mode")
+    for path in [p for value in inputs.values() for p in (value if isinstance(value, list) else [value])]:
+        if not path.is_file():
+            raise DropletClientError(f"Input file not found: {path}", code="invalid_input")
+    return runtime.manager.submit(client, job_params, inputs, prefs.downloads(),
+                                  source=found if source is None else source, poll_interval=prefs.poll_interval)
+
+def wait(job: JobState, timeout: float | None = None) -> JobState:
+    """Block until the job finishes (its files downloaded); returns the final state or raises."""
+    def finished() -> bool:
+        state = runtime.latest.get(job.key)
+        return state is not None and state.finished
+
+    if not runtime.wait_until(finished, timeout):
+        raise TimeoutError(f"job {job.job_id or job.key} still {runtime.latest[job.key].status} after {timeout} s")
+    state = runtime.latest[job.key]
+    if state.status != "succeeded":
+        raise DropletJobFailed(state)
+    return state
+
+def import_job(job: JobState | str | Path, **kwargs) -> bpy.types.Collection:
+    """Import a finished job (a state from :func:`wait`, or a job folder); see ``importer.import_job``."""
+    if isinstance(job, JobState):
+        kwargs.setdefault("source", job.source)
+        job = job.folder
+    return importer.import_job(Path(job), **kwargs)

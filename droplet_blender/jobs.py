@@ -1,0 +1,213 @@
+"""Job bookkeeping: one worker thread per job follows it on the server. Pure Python, no ``bpy``.
+
+Worker threads never touch Blender data. Each change of a job is put on :attr:`JobManager.events`
+as a copy of its :class:`JobState`; Blender's main thread drains that queue from a
+``bpy.app.timers`` callback (see ``runtime.py``). A finished job's folder holds ``droplet_job.json``
+so the history and re-import work from disk alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .client import DropletClient, DropletClientError
+from .params import JobParams
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+JOB_FILE = "droplet_job.json"
+
+
+@dataclass
+class JobState:
+    key: str  # local id, known before the server assigns one
+    mode: str = "orbit"
+    server: str = ""
+    status: str = "submitting"  # submitting, queued, running, downloading, then one of TERMINAL
+    stage: str = ""
+    progress: float = 0.0
+    step: int = 0
+    total: int = 0
+    eta_seconds: float | None = None
+    queue_position: int | None = None
+    error: str = ""
+    job_id: str = ""
+    folder: str = ""
+    prompt: str = ""
+    source: dict = field(default_factory=dict)  # what the importer needs: name, centre, size
+    created_at: float = field(default_factory=time.time)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> JobState:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def apply_status(self, status: dict) -> None:
+        """Copy a server status object (interfaces.md) onto this state."""
+        self.job_id = status.get("id", self.job_id)
+        self.status = status.get("status", self.status)
+        self.stage = status.get("stage") or self.stage
+        self.progress = float(status.get("progress") or 0.0)
+        self.step = int(status.get("step") or 0)
+        self.total = int(status.get("total") or 0)
+        self.eta_seconds = status.get("eta_seconds")
+        self.queue_position = status.get("queue_position")
+        err = status.get("error")
+        if err:
+            if isinstance(err, dict):
+                self.error = err.get("message") or err.get("code") or "the job failed"
+            else:
+                self.error = str(err)
+
+
+def load_history(download_dir: Path) -> list[JobState]:
+    """Every finished job found under ``download_dir`` (newest first)."""
+    states = []
+    for path in Path(download_dir).glob(f"*/{JOB_FILE}"):
+        try:
+            state = JobState.from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            continue  # a damaged record must not hide the others
+        state.folder = str(path.parent)
+        states.append(state)
+    return sorted(states, key=lambda s: s.created_at, reverse=True)
+
+
+class JobRunner(threading.Thread):
+    """Submits one job, follows it to a terminal status and downloads its artifacts."""
+
+    def __init__(
+        self,
+        state: JobState,
+        client: DropletClient,
+        params: JobParams,
+        inputs: dict,
+        download_dir: Path,
+        events: queue.Queue,
+        *,
+        poll_interval: float = 0.5,
+        lost_after: float = 5.0,
+    ):
+        super().__init__(name=f"droplet-job-{state.key}", daemon=True)
+        self.state, self.client, self.params = state, client, params
+        self.inputs, self.download_dir, self.events = inputs, Path(download_dir), events
+        self.poll_interval, self.lost_after = poll_interval, lost_after
+        self._cancel = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def _post(self) -> None:
+        self.events.put(dataclasses.replace(self.state, source=dict(self.state.source)))
+
+    def run(self) -> None:
+        try:
+            self._follow()
+        except DropletClientError as exc:
+            self.state.status, self.state.error = "failed", exc.message
+        except Exception as exc:  # a worker must always report back, whatever happened
+            self.state.status, self.state.error = "failed", f"Unexpected error: {exc!r}"
+        self._post()
+
+    def _follow(self) -> None:
+        client = self.client
+        self.state.server = client.url
+        if self._cancel.is_set():
+            self.state.status = "cancelled"
+            return
+        accepted = client.submit(self.params.to_json(), **self.inputs)
+        self.state.apply_status(accepted)
+        self._post()
+        status, cancel_sent, last_ok = accepted, False, time.monotonic()
+        while status.get("status") not in TERMINAL:
+            if self._cancel.is_set() and not cancel_sent:
+                client.cancel(self.state.job_id)
+                cancel_sent = True
+            self._cancel.wait(self.poll_interval)
+            try:
+                status = client.job(self.state.job_id)
+                last_ok = time.monotonic()
+            except DropletClientError as exc:
+                if exc.code in ("unreachable", "timeout") and time.monotonic() - last_ok < self.lost_after:
+                    continue
+                raise DropletClientError(
+                    f"Lost the server during job {self.state.job_id} ({self.state.stage or self.state.status}): "
+                    f"{exc.message}", code=exc.code) from None
+            self.state.apply_status(status)
+            self._post()
+        if status["status"] != "succeeded":
+            if status["status"] == "failed" and not self.state.error:
+                self.state.error = "The job failed on the server (no reason given)."
+            return
+        self.state.status = "downloading"
+        self._post()
+        folder = self.download_dir / f"droplet-{self.state.job_id}"
+        client.download_job(status, folder)
+        self.state.folder, self.state.status = str(folder), "succeeded"
+        (folder / JOB_FILE).write_text(json.dumps(self.state.to_dict(), indent=2))
+
+
+class JobManager:
+    """The jobs of one Blender session; safe to call from the main thread while workers run."""
+
+    def __init__(self) -> None:
+        self.events: queue.Queue[JobState] = queue.Queue()
+        self.runners: dict[str, JobRunner] = {}
+
+    def submit(
+        self,
+        client: DropletClient,
+        params: JobParams,
+        inputs: dict,
+        download_dir: Path,
+        *,
+        source: dict | None = None,
+        poll_interval: float = 0.5,
+    ) -> JobState:
+        """Start a worker and return at once; validation errors raise here, before any thread starts.
+
+        ``inputs`` are :meth:`DropletClient.submit`'s files: ``{"image": path}``, or ``{"frames": [paths]}`` /
+        ``{"video": path}`` for reconstruct mode.
+        """
+        params.validate()
+        state = JobState(key=uuid.uuid4().hex[:12], mode=params.mode, prompt=params.prompt, source=source or {})
+        runner = JobRunner(state, client, params, inputs, download_dir, self.events, poll_interval=poll_interval)
+        self.runners[state.key] = runner
+        self.events.put(dataclasses.replace(state))
+        runner.start()
+        return state
+
+    def cancel(self, key: str) -> bool:
+        if not self.running(key):
+            return False
+        self.runners[key].cancel()
+        return True
+
+    def running(self, key: str) -> bool:
+        runner = self.runners.get(key)
+        return runner is not None and runner.is_alive()
+
+    def busy(self) -> bool:
+        return any(r.is_alive() for r in self.runners.values())
+
+    def drain(self) -> list[JobState]:
+        """The states posted since the last call, oldest first."""
+        out = []
+        while True:
+            try:
+                out.append(self.events.get_nowait())
+            except queue.Empty:
+                return out

@@ -1,0 +1,83 @@
+"""Job parameters as the service expects them (``params`` JSON of ``POST /v1/jobs``). Pure Python.
+
+Checked here before anything is uploaded so the artist sees a mistake at once, naming the field;
+the server checks again and its 4xx text reaches the panel unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+MODES = ("orbit", "video", "reconstruct")
+GENERATION_FIELDS = ("prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "num_frames")
+
+
+class ParamError(ValueError):
+    def __init__(self, message: str, field: str):
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass
+class JobParams:
+    mode: str = "orbit"
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int | None = 42
+    steps: int = 50
+    guidance_scale: float = 6.0
+    width: int | None = None  # None → the model's default size
+    height: int | None = None
+    num_frames: int | None = None
+    fps: int | None = None  # video mode only
+    view_align: bool = False
+    reconstruct: bool = True
+    orbit: dict | None = None  # hints for the reconstruction (elevation, fov, radius, direction, ...); else estimated
+    mesh: dict | None = None  # mesh options (resolution, face_budget); None → the server's defaults
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise ParamError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}", "mode")
+        if self.mode != "reconstruct" and not self.prompt.strip():
+            raise ParamError("Write a prompt describing the object (or pick a Text block).", "prompt")
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value is not None and (value < 16 or value % 16):
+                raise ParamError(f"{name} must be a positive multiple of 16, got {value}", name)
+        if self.num_frames is not None and self.num_frames < 1:
+            raise ParamError(f"frames must be at least 1, got {self.num_frames}", "num_frames")
+        if self.steps < 1:
+            raise ParamError(f"steps must be at least 1, got {self.steps}", "steps")
+        if self.guidance_scale < 0:
+            raise ParamError(f"guidance must not be negative, got {self.guidance_scale}", "guidance_scale")
+        if self.fps is not None and self.mode != "video":
+            raise ParamError("FPS control applies to video mode only", "fps")
+
+    def to_json(self) -> dict:
+        """The ``params`` object. The server is strict: unset values and fields the mode does not use are left out."""
+        self.validate()
+        data = {k: v for k, v in asdict(self).items() if v is not None and v != {}}
+        if not self.negative_prompt:
+            data.pop("negative_prompt")
+        if self.mode == "reconstruct":
+            for name in (*GENERATION_FIELDS, "fps", "view_align", "reconstruct"):
+                data.pop(name, None)
+        elif self.mode == "video":
+            for name in ("view_align", "reconstruct", "orbit", "mesh"):
+                data.pop(name, None)
+        elif not self.reconstruct:
+            data.pop("mesh", None)  # mesh options need reconstruct: true
+        return data
+
+
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
+def orbit_sentence(direction: str = "ccw", elevation: str = "eye level") -> str:
+    """A sentence describing the camera move, appended to a dense object prompt by the helper."""
+    turn = "counter-clockwise" if direction == "ccw" else "clockwise"
+    return (
+        f"The camera orbits a full 360 degrees {turn} around the object at {elevation}, "
+        f"keeping it centred against a plain background, revealing its front, sides and back in turn."
+    )

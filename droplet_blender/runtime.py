@@ -1,0 +1,162 @@
+"""The main-thread side of asynchronous work (touches ``bpy``).
+
+Worker threads (jobs, health checks) only put results on queues. :func:`pump`, registered with
+``bpy.app.timers`` while anything is in flight, drains them on Blender's main thread: it mirrors job
+states into ``WindowManager.droplet_jobs`` for the panel, imports finished jobs that asked for it,
+and reports failures to the info log. Each call does a bounded amount of work so the UI never stalls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+import bpy
+
+from .jobs import JobManager, JobState, load_history
+
+manager = JobManager()
+auto_import: set[str] = set()  # job keys to import as soon as they succeed
+latest: dict[str, JobState] = {}  # newest state of every job of the session, by key
+reports: deque[tuple[str, str]] = deque(maxlen=50)  # (type, message), newest last: what went to the info log
+_callbacks: queue.Queue[Callable[[], None]] = queue.Queue()
+_threads: list[threading.Thread] = []
+
+
+def report(kind: str, message: str) -> None:
+    """To the info log (via an operator, the only way a timer can report) and the console."""
+    reports.append((kind, message))
+    if not hasattr(bpy.types, "DROPLET_OT_report"):  # the API used without enabling the add-on
+        print(f"Droplet {kind.lower()}: {message}")
+        return
+    with contextlib.suppress(RuntimeError):  # background Blender raises on ERROR reports, after logging them
+        bpy.ops.droplet.report(kind=kind, message=message)
+
+
+def run_async(work: Callable[[], object], done: Callable[[object, Exception | None], None]) -> None:
+    """Run ``work()`` on a thread; ``done(result, error)`` runs later on the main thread."""
+
+    def worker():
+        try:
+            result, error = work(), None
+        except Exception as exc:  # handed to the main thread, which reports it
+            result, error = None, exc
+        _callbacks.put(lambda: done(result, error))
+
+    thread = threading.Thread(target=worker, name="droplet-async", daemon=True)
+    _threads[:] = [t for t in _threads if t.is_alive()] + [thread]
+    thread.start()
+    ensure_timer()
+
+def ensure_timer() -> None:
+    if not bpy.app.timers.is_registered(pump):
+        bpy.app.timers.register(pump, first_interval=0.05, persistent=True)
+
+
+def pump() -> float | None:
+    """Timer callback: apply what the workers posted. Returns the next interval, or None when idle."""
+    while True:
+        try:
+            _callbacks.get_nowait()()
+        except queue.Empty:
+            break
+    wm = bpy.context.window_manager
+    registered = hasattr(wm, "droplet_jobs")  # scripts may use the API without enabling the add-on
+    for state in manager.drain():
+        latest[state.key] = state
+        if registered:
+            apply_state(wm, state)
+    _redraw()
+    busy = manager.busy() or any(t.is_alive() for t in _threads)
+    if busy or not manager.events.empty() or not _callbacks.empty():
+        return 0.1
+    return None
+
+
+def find_item(wm, key: str):
+    return next((item for item in wm.droplet_jobs if item.key == key), None)
+
+
+def apply_state(wm, state: JobState) -> None:
+    item = find_item(wm, state.key)
+    if item is None:
+        item = wm.droplet_jobs.add()
+        item.key = state.key
+        wm.droplet_jobs.move(len(wm.droplet_jobs) - 1, 0)  # newest first
+        item = wm.droplet_jobs[0]
+    previous = item.status
+    item.job_id, item.mode, item.status, item.stage = state.job_id, state.mode, state.status, state.stage
+    item.progress, item.step, item.total = state.progress, state.step, state.total
+    item.eta = -1.0 if state.eta_seconds is None else float(state.eta_seconds)
+    item.queue_position = -1 if state.queue_position is None else int(state.queue_position)
+    item.error, item.folder, item.prompt, item.created_at = state.error, state.folder, state.prompt, state.created_at
+    if state.status == previous:
+        return
+    name = state.job_id or state.key
+    if state.status == "failed":
+        report("ERROR", f"Droplet job {name} failed: {state.error}")
+    elif state.status == "cancelled":
+        report("WARNING", f"Droplet job {name} was cancelled")
+    elif state.status == "succeeded":
+        report("INFO", f"Droplet job {name} finished: {state.folder}")
+        if state.key in auto_import:
+            auto_import.discard(state.key)
+            import_item(item, state.source)
+
+
+def import_item(item, source: dict | None = None) -> bpy.types.Collection | None:
+    """Import a finished job of the list; failures go to the item and the info log."""
+    from . import importer
+
+    try:
+        coll = importer.import_job(Path(item.folder), source=source)
+    except Exception as exc:  # a bad folder must not break the timer: show it instead
+        item.error = f"Import failed: {exc}"
+        report("ERROR", f"Droplet: could not import job {item.job_id}: {exc}")
+        return None
+    item.collection = coll.name
+    return coll
+
+
+def refresh_history(wm, download_dir: Path) -> None:
+    """Add finished jobs found on disk that the list does not show yet."""
+    known = {item.job_id for item in wm.droplet_jobs if item.job_id}
+    for state in reversed(load_history(download_dir)):
+        if state.job_id not in known:
+            state.key = state.key or state.job_id
+            apply_state(wm, state)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float | None = None, interval: float = 0.05) -> bool:
+    """Pump on the calling (main) thread until ``predicate()``; for scripts, where no timer runs."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        pump()
+        if predicate():
+            return True
+        if deadline is not None and time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+
+
+def _redraw() -> None:
+    for window in getattr(bpy.context.window_manager, "windows", []):
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+
+
+def register() -> None:
+    pass
+
+
+def unregister() -> None:
+    if bpy.app.timers.is_registered(pump):
+        bpy.app.timers.unregister(pump)
+    for key in list(manager.runners):
+        manager.cancel(key)

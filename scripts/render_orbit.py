@@ -1,0 +1,216 @@
+"""Render a known mesh into an orbit with Blender, for reconstruction tests and benchmarks.
+
+Two halves in one file so the orbit maths stays in ``droplet3d.orbit``:
+
+- under the server venv, :func:`render` computes the cameras with ``droplet3d.orbit``, writes a JSON
+  spec and runs this file under Blender's venv (``.venv-blender/bin/python render_orbit.py SPEC``);
+- under Blender's venv, :func:`main` builds the scene (Suzanne, a tilted torus, a procedural cup or a
+  textured box), renders every camera with Cycles on the CPU and exports the true mesh as PLY
+  (world coordinates, Blender's +Z up).
+
+Renders are cached under ``.cache/renders/<hash of the spec>`` (ignored by git).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BLENDER_PYTHON = REPO / ".venv-blender" / "bin" / "python"
+CACHE = REPO / ".cache" / "renders"
+OBJECTS = ("suzanne", "torus", "cup", "textured")
+SPEC_VERSION = 3  # bump when the scenes change so cached renders are redone
+
+
+def render(obj: str, orbit, size: int = 128, samples: int = 8, transparent: bool = False,
+           background: tuple[float, float, float] = (0.8, 0.8, 0.8), cache: Path = CACHE) -> Path:
+    """Render ``obj`` along ``orbit`` (a ``droplet3d.orbit.Orbit``); returns the cached render folder.
+
+    The folder holds ``frames/0000.png…`` (RGB, or RGBA when ``transparent``) and ``truth.ply``.
+    """
+    if not BLENDER_PYTHON.exists():
+        raise RuntimeError(f"Blender's venv is missing: {BLENDER_PYTHON} (run `make setup`)")
+    if obj not in OBJECTS:
+        raise ValueError(f"unknown object {obj!r}; choose from {OBJECTS}")
+    spec = {
+        "version": SPEC_VERSION, "object": obj, "width": size, "height": size, "samples": samples,
+        "transparent": transparent, "background": list(background), "fov_deg": orbit.fov_deg,
+        "cameras": orbit.camera_to_world().round(12).tolist(),
+    }
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    folder = cache / f"{obj}-{size}-{key}"
+    if (folder / "done").exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spec.json").write_text(json.dumps(spec))
+    proc = subprocess.run([str(BLENDER_PYTHON), __file__, str(folder / "spec.json")], capture_output=True, text=True,
+                          timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"Blender render failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    (folder / "done").write_text("ok")
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Blender side (bpy only below this line)
+
+
+def _material(bpy, name: str, colour=(0.8, 0.8, 0.8), pattern: str | None = None):
+    mat = bpy.data.materials.new(name)
+    mat.use_nodes = True
+    nodes, links = mat.node_tree.nodes, mat.node_tree.links
+    bsdf = nodes["Principled BSDF"]
+    bsdf.inputs["Roughness"].default_value = 1.0
+    bsdf.inputs["Base Color"].default_value = (*colour, 1.0)
+    if pattern == "checker":
+        tex = nodes.new("ShaderNodeTexChecker")
+        tex.inputs["Scale"].default_value = 6.0
+        tex.inputs["Color1"].default_value = (0.9, 0.25, 0.05, 1.0)
+        tex.inputs["Color2"].default_value = (0.05, 0.3, 0.8, 1.0)
+        coords = nodes.new("ShaderNodeTexCoord")
+        links.new(coords.outputs["Object"], tex.inputs["Vector"])
+        links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
+    elif pattern == "noise":
+        tex = nodes.new("ShaderNodeTexNoise")
+        tex.inputs["Scale"].default_value = 9.0
+        ramp = nodes.new("ShaderNodeValToRGB")
+        ramp.color_ramp.elements[0].color = (0.7, 0.1, 0.05, 1.0)
+        ramp.color_ramp.elements[1].color = (0.95, 0.85, 0.3, 1.0)
+        coords = nodes.new("ShaderNodeTexCoord")
+        links.new(coords.outputs["Object"], tex.inputs["Vector"])
+        links.new(tex.outputs["Fac"], ramp.inputs["Fac"])
+        links.new(ramp.outputs["Color"], bsdf.inputs["Base Color"])
+    return mat
+
+
+def _build_object(bpy, name: str):
+    ops = bpy.ops
+    if name == "suzanne":
+        ops.mesh.primitive_monkey_add(size=1.0)
+        obj = bpy.context.active_object
+        obj.modifiers.new("subsurf", "SUBSURF").levels = 2
+        obj.data.materials.append(_material(bpy, "clay", (0.75, 0.55, 0.4), "noise"))
+    elif name == "torus":
+        # Tilted so that its silhouettes change around the orbit (a torus about +Z looks the same from every azimuth).
+        ops.mesh.primitive_torus_add(major_radius=0.5, minor_radius=0.18, major_segments=64, minor_segments=32,
+                                     rotation=(math.radians(60), 0.0, math.radians(20)))
+        obj = bpy.context.active_object
+        obj.data.materials.append(_material(bpy, "torus", (0.2, 0.6, 0.3), "checker"))
+    elif name == "cup":
+        obj = _build_cup(bpy)
+        obj.data.materials.append(_material(bpy, "cup", (0.8, 0.8, 0.8), "checker"))
+    elif name == "textured":
+        ops.mesh.primitive_cube_add(size=0.8, rotation=(0.0, 0.0, math.radians(25)))
+        obj = bpy.context.active_object
+        obj.scale = (1.0, 0.7, 1.2)
+        bevel = obj.modifiers.new("bevel", "BEVEL")
+        bevel.width, bevel.segments = 0.08, 3
+        obj.data.materials.append(_material(bpy, "painted", (0.8, 0.8, 0.8), "checker"))
+    else:
+        raise ValueError(name)
+    for poly in obj.data.polygons:
+        poly.use_smooth = name != "textured"
+    return obj
+
+
+def _build_cup(bpy):
+    """A cup as a lathed profile: outer wall, rim, inner wall down to a thick floor (closed, manifold)."""
+    import bmesh
+
+    height, r_out, wall, floor_z = 0.9, 0.45, 0.06, -0.3
+    profile = [(0.0, -0.45), (r_out - 0.05, -0.45), (r_out, -0.4), (r_out, height / 2),
+               (r_out - wall, height / 2), (r_out - wall, floor_z + 0.03), (r_out - wall - 0.03, floor_z), (0.0, floor_z)]
+    mesh = bpy.data.meshes.new("cup")
+    bm = bmesh.new()
+    segments = 64
+    rings = []
+    for k in range(segments):
+        a = 2 * math.pi * k / segments
+        rings.append([bm.verts.new((r * math.cos(a), r * math.sin(a), z)) if r > 0 else None for r, z in profile])
+    bottom = bm.verts.new((0.0, 0.0, profile[0][1]))
+    inner = bm.verts.new((0.0, 0.0, profile[-1][1]))
+    for k in range(segments):
+        a, b = rings[k], rings[(k + 1) % segments]
+        for i in range(1, len(profile) - 2):
+            bm.faces.new((a[i], b[i], b[i + 1], a[i + 1]))
+        bm.faces.new((bottom, b[1], a[1]))
+        bm.faces.new((inner, a[-2], b[-2]))
+    bmesh.ops.recalc_face_normals(bm, faces=bm.faces)
+    bm.to_mesh(mesh)
+    bm.free()
+    obj = bpy.data.objects.new("cup", mesh)
+    bpy.context.collection.objects.link(obj)
+    return obj
+
+
+def main(spec_path: str) -> None:
+    import bpy
+    from mathutils import Matrix
+
+    spec = json.loads(Path(spec_path).read_text())
+    out = Path(spec_path).parent
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    obj = _build_object(bpy, spec["object"])
+
+    world = bpy.data.worlds.new("world")
+    scene.world = world
+    world.use_nodes = True
+    world.node_tree.nodes["Background"].inputs["Color"].default_value = (*spec["background"], 1.0)
+    world.node_tree.nodes["Background"].inputs["Strength"].default_value = 1.0
+    sun = bpy.data.objects.new("sun", bpy.data.lights.new("sun", "SUN"))
+    sun.data.energy = 2.0
+    sun.rotation_euler = (math.radians(40), math.radians(10), math.radians(30))
+    scene.collection.objects.link(sun)
+
+    scene.render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = spec["samples"]
+    scene.cycles.use_denoising = True
+    scene.cycles.max_bounces = 2
+    scene.render.threads_mode = "FIXED"
+    scene.render.threads = max(1, min(2, os.cpu_count() or 1))
+    scene.render.resolution_x, scene.render.resolution_y = spec["width"], spec["height"]
+    scene.render.resolution_percentage = 100
+    scene.render.film_transparent = spec["transparent"]
+    scene.render.image_settings.file_format = "PNG"
+    scene.render.image_settings.color_mode = "RGBA" if spec["transparent"] else "RGB"
+    scene.view_settings.view_transform = "Standard"
+
+    cam = bpy.data.objects.new("camera", bpy.data.cameras.new("camera"))
+    scene.collection.objects.link(cam)
+    scene.camera = cam
+    cam.data.sensor_fit = "AUTO"
+    cam.data.angle = math.radians(spec["fov_deg"])
+    cam.data.clip_start, cam.data.clip_end = 0.01, 100.0
+
+    frames = out / "frames"
+    frames.mkdir(exist_ok=True)
+    for k, c2w in enumerate(spec["cameras"]):
+        cam.matrix_world = Matrix(c2w)
+        scene.render.filepath = str(frames / f"{k:04d}.png")
+        bpy.ops.render.render(write_still=True)
+
+    # The true surface in world coordinates, modifiers applied.
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    evaluated = obj.evaluated_get(depsgraph)
+    mesh = evaluated.to_mesh()
+    mesh.transform(obj.matrix_world)
+    mesh.calc_loop_triangles()
+    verts = [tuple(v.co) for v in mesh.vertices]
+    tris = [tuple(t.vertices) for t in mesh.loop_triangles]
+    with open(out / "truth.ply", "w") as fh:
+        fh.write(f"ply\nformat ascii 1.0\nelement vertex {len(verts)}\nproperty float x\nproperty float y\n"
+                 f"property float z\nelement face {len(tris)}\nproperty list uchar int vertex_indices\nend_header\n")
+        fh.writelines(f"{x:.6f} {y:.6f} {z:.6f}\n" for x, y, z in verts)
+        fh.writelines(f"3 {a} {b} {c}\n" for a, b, c in tris)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,121 @@
+"""What one job does, per mode, in its folder (which is the engine's and the reconstruction's out_dir).
+
+- orbit: Droplet3D generation, then ``reconstruct`` (mesh) or ``calibrate`` (cameras only), so that
+  every orbit job has a ``transforms.json``;
+- video: DropletVideo generation;
+- reconstruct: the uploaded frames (``frames/``) or video (``upload/video.*``) → mesh.
+Then ``frames.zip`` is packed when there are frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from ..errors import Cancelled, DropletError, InputError
+from ..orbit import Orbit, write_transforms
+from .artifacts import write_frames_zip
+from .engines import EXPECTED_KIND, EngineRegistry
+
+Progress = Callable[[str, int, int, float], None]
+GENERATION_KEYS = ("prompt", "negative_prompt", "width", "height", "num_frames", "steps", "guidance_scale", "fps",
+                   "view_align")
+
+
+def generation_params(params: dict[str, Any]):
+    """The engine's GenerationParams from the job's params; unset values keep the engine's defaults."""
+    from ..engine import GenerationParams
+
+    kwargs = {key: params[key] for key in GENERATION_KEYS if params.get(key) is not None}
+    kwargs["seed"] = params.get("seed")  # None means random, and is meaningful
+    return GenerationParams(**kwargs)
+
+
+def validate_generation(params: dict[str, Any]) -> None:
+    """The engine's own checks, run at submission so that a bad combination is a 4xx, not a failed job."""
+    generation_params(params).validate(EXPECTED_KIND[params["mode"]])
+
+
+RECON_FIELDS = {"elevation_deg": "orbit.elevation", "fov_deg": "orbit.fov", "radius": "orbit.radius",
+                "direction": "orbit.direction", "start_azimuth_deg": "orbit.start_azimuth", "closed": "orbit.closed",
+                "resolution": "mesh.resolution", "face_budget": "mesh.face_budget", "texture_size": "mesh.texture_size"}
+
+
+def validate_recon(params: dict[str, Any]) -> None:
+    """The reconstruction's own option checks, at submission; fields are renamed to the request's."""
+    try:
+        recon_options(params)
+    except InputError as exc:
+        exc.field = RECON_FIELDS.get(exc.field, exc.field)
+        raise
+
+
+def recon_options(params: dict[str, Any]):
+    from ..recon import ReconOptions
+
+    hints = params.get("orbit") or {}
+    mesh = params.get("mesh") or {}
+    names = {"elevation": "elevation_deg", "fov": "fov_deg", "radius": "radius", "start_azimuth": "start_azimuth_deg",
+             "closed": "closed", "calibrate": "calibrate"}
+    kwargs = {target: hints[key] for key, target in names.items() if hints.get(key) is not None}
+    if hints.get("direction") is not None:
+        kwargs["direction"] = 1 if hints["direction"] == "ccw" else -1
+    kwargs.update({key: value for key, value in mesh.items() if value is not None})
+    return ReconOptions(**kwargs)
+
+
+def write_nominal_transforms(frames: Path, job_dir: Path, params: dict[str, Any]) -> None:
+    """``transforms.json`` for the orbit the caller described (or the default one), when it cannot be measured."""
+    hints = params.get("orbit") or {}
+    names = sorted(p.name for p in frames.glob("*.png"))
+    with Image.open(frames / names[0]) as first:
+        width, height = first.size
+    given = {"elevation_deg": hints.get("elevation"), "fov_deg": hints.get("fov"), "radius": hints.get("radius"),
+             "start_azimuth_deg": hints.get("start_azimuth"), "closed": hints.get("closed"),
+             "direction": {"ccw": 1, "cw": -1}.get(hints.get("direction"))}
+    orbit = Orbit(num_frames=len(names), **{k: v for k, v in given.items() if v is not None})
+    write_transforms(job_dir / "transforms.json", orbit, width, height, [f"frames/{n}" for n in names])
+
+
+def run_job(mode: str, params: dict[str, Any], inputs: dict[str, str], job_dir: Path, engines: EngineRegistry,
+            progress: Progress, should_cancel: Callable[[], bool]) -> list[str]:
+    """Run the job into ``job_dir``; returns warnings for the caller (the job still succeeded)."""
+    warnings: list[str] = []
+    if mode == "reconstruct":
+        from ..recon import reconstruct
+
+        source = job_dir / inputs["source"]
+        reconstruct(source, job_dir, recon_options(params), progress=progress, should_cancel=should_cancel)
+    else:
+        from ..engine import run_generation
+
+        progress("loading", 0, 0, 0.0)
+        engine = engines.get(mode)
+        if should_cancel():
+            raise Cancelled("cancelled before generation started")
+        run_generation(engine, job_dir / inputs["image"], generation_params(params), job_dir, progress=progress,
+                       should_cancel=should_cancel)
+        if mode == "orbit":
+            from ..recon import calibrate, reconstruct
+
+            frames = job_dir / "frames"
+            if not frames.is_dir():
+                raise DropletError("the generation wrote no frames/ folder", code="no_frames")
+            if params.get("reconstruct"):
+                reconstruct(frames, job_dir, recon_options(params), progress=progress, should_cancel=should_cancel)
+            else:
+                progress("reconstructing", 0, 0, 0.0)
+                try:
+                    calibrate(frames, job_dir, recon_options(params), progress=progress)
+                except InputError as exc:  # the orbit itself is fine; only its cameras could not be measured
+                    write_nominal_transforms(frames, job_dir, params)
+                    warnings.append(f"orbit calibration failed ({exc}); transforms.json holds the nominal orbit "
+                                    "(given hints, else the default elevation, fov and direction)")
+    if should_cancel():
+        raise Cancelled("cancelled")
+    progress("writing", 0, 0, 0.0)
+    write_frames_zip(job_dir)
+    return warnings

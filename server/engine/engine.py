@@ -1,0 +1,327 @@
+"""The long-lived engine the CLI and the service hold, and one generation job on it."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import logging
+import math
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .. import __version__
+from ..errors import Cancelled, DropletError, InputError
+from .checkpoint import CheckpointInfo, inspect_checkpoint, load_components, resolve_checkpoint
+from .device import apply_memory_profile, check_offload, pick_device, pick_dtype
+from .images import ImageSource, load_input_image
+from .pipeline import DropletInpaintPipeline, round_frames
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int, float], None]
+DEFAULTS = {
+    "droplet3d": {"width": 512, "height": 512, "num_frames": 85, "fps": None},
+    "dropletvideo": {"width": 672, "height": 384, "num_frames": 85, "fps": 16},
+}
+REFERENCE_VIDEO_FPS = 8  # the reference writes Droplet3D orbits at 8 fps
+MAX_SIDE = 2048
+MAX_FRAMES = 1025
+MAX_STEPS = 1000
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass
+class GenerationParams:
+    """One request. ``None`` sizes take the model's defaults; ``validate`` resolves them."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    width: int | None = None
+    height: int | None = None
+    num_frames: int | None = None
+    steps: int = 50
+    guidance_scale: float = 6.0
+    seed: int | None = 42
+    fps: int | None = None
+    view_align: bool = False
+
+    def validate(self, kind: str) -> GenerationParams:
+        """Raise :class:`InputError` naming the field, before any model work; return the resolved params
+        (defaults filled in, frames rounded down to 4k+1, a random seed drawn when ``seed`` is None)."""
+        if kind not in DEFAULTS:
+            raise InputError(f"unknown model kind {kind!r}", field="kind")
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise InputError("prompt must be a non-empty string", field="prompt")
+        if self.negative_prompt is not None and not isinstance(self.negative_prompt, str):
+            raise InputError("negative_prompt must be a string", field="negative_prompt")
+        d = DEFAULTS[kind]
+        resolved = {name: d[name] if getattr(self, name) is None else getattr(self, name)
+                    for name in ("width", "height", "num_frames")}
+        for name in ("width", "height"):
+            v = resolved[name]
+            if not _is_int(v) or v < 16 or v > MAX_SIDE or v % 16:
+                raise InputError(f"{name} must be a multiple of 16 in [16, {MAX_SIDE}], got {v!r}", field=name)
+        frames = resolved["num_frames"]
+        if not _is_int(frames) or not 1 <= frames <= MAX_FRAMES:
+            raise InputError(f"num_frames must be an integer in [1, {MAX_FRAMES}], got {frames!r}", field="num_frames")
+        if not _is_int(self.steps) or not 1 <= self.steps <= MAX_STEPS:
+            raise InputError(f"steps must be an integer in [1, {MAX_STEPS}], got {self.steps!r}", field="steps")
+        g = self.guidance_scale
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or g < 0:
+            raise InputError(f"guidance_scale must be a finite number >= 0, got {g!r}", field="guidance_scale")
+        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < 2**63):
+            raise InputError(f"seed must be an integer in [0, 2^63), got {self.seed!r}", field="seed")
+        fps = self.fps
+        if kind == "droplet3d":
+            if fps is not None:
+                raise InputError("fps applies only to DropletVideo; Droplet3D orbits have no FPS input", field="fps")
+        else:
+            fps = d["fps"] if fps is None else fps
+            if not _is_int(fps) or not 1 <= fps <= 120:
+                raise InputError(f"fps must be an integer in [1, 120], got {fps!r}", field="fps")
+        if not isinstance(self.view_align, bool):
+            raise InputError("view_align must be true or false", field="view_align")
+        if self.view_align and kind != "droplet3d":
+            raise InputError("view alignment exists only for Droplet3D", field="view_align")
+        return dataclasses.replace(
+            self, width=resolved["width"], height=resolved["height"], num_frames=round_frames(frames),
+            guidance_scale=float(g), fps=fps, seed=secrets.randbelow(2**31) if self.seed is None else self.seed,
+        )
+
+
+@dataclass
+class GenerationResult:
+    frames: list[Path]
+    video: Path
+    manifest: dict = field(default_factory=dict)
+
+
+class DropletEngine:
+    """Droplet3D or DropletVideo with every component loaded once. Not thread-safe: one call at a time."""
+
+    def __init__(self, info: CheckpointInfo, pipe: DropletInpaintPipeline, device: torch.device,
+                 dtype: torch.dtype, offload: str) -> None:
+        self.info = info
+        self.pipe = pipe
+        self.device = device
+        self.dtype = dtype
+        self.offload = offload
+        self.aligner = None
+        self._busy = threading.Lock()
+
+    @classmethod
+    def load(cls, ckpt: str | Path, device: str | None = None, offload: str = "none") -> DropletEngine:
+        dev = pick_device(device)
+        check_offload(offload, dev)
+        dtype = pick_dtype(dev)
+        path, ckpt_id = resolve_checkpoint(ckpt)
+        info = inspect_checkpoint(path, ckpt_id)
+        t0 = time.perf_counter()
+        components = load_components(info, dtype, dev if offload == "none" else "cpu")
+        pipe = DropletInpaintPipeline(**components, text_len=info.text_len)
+        apply_memory_profile(pipe, offload, dev)
+        logger.info("loaded %s (%s) on %s in %.1f s", ckpt_id, info.kind, dev, time.perf_counter() - t0)
+        return cls(info, pipe, dev, dtype, offload)
+
+    @property
+    def kind(self) -> str:
+        return self.info.kind
+
+    @property
+    def has_view_align(self) -> bool:
+        return self.info.has_view_align
+
+    def describe(self) -> dict:
+        loaded = [] if self.pipe is None else ["tokenizer", "text_encoder", "vae", "scheduler", "transformer"]
+        if self.aligner is not None:
+            loaded.append("view_aligner")
+        return {
+            "ckpt": self.info.ckpt_id, "path": str(self.info.path), "kind": self.kind, "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."), "offload": self.offload,
+            "config_hash": self.info.config_hash, "text_len": self.info.text_len,
+            "has_view_align": self.has_view_align, "loaded": loaded,
+        }
+
+    def check(self, params: GenerationParams) -> GenerationParams:
+        """``params`` resolved for this checkpoint; InputError for what this checkpoint cannot do."""
+        params = params.validate(self.kind)
+        table = self.pipe.transformer.table_latent_frames
+        if table is not None and (params.num_frames - 1) // 4 + 1 > table:
+            raise InputError(f"this checkpoint's positional table allows at most {(table - 1) * 4 + 1} frames, "
+                             f"got {params.num_frames}", field="num_frames")
+        if params.view_align and not self.has_view_align:
+            raise InputError(f"{self.info.path} has no FLUX.1-Kontext-dev folder and pytorch_lora_weights.safetensors "
+                             "for view alignment", field="view_align")
+        return params
+
+    def view_aligner(self):
+        """The FLUX Kontext aligner, loaded on first use and kept."""
+        if self.aligner is None:
+            from .align import ViewAligner
+
+            self.aligner = ViewAligner.load(
+                self.info.path, self.device, self.dtype, droplet_text_encoder=self.pipe.text_encoder,
+                droplet_text_encoder_dir=self.info.path / "text_encoder", offload=self.offload,
+            )
+        return self.aligner
+
+    def free_memory(self) -> None:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def close(self) -> None:
+        self.pipe = None
+        self.aligner = None
+        self.free_memory()
+
+
+def _library_versions() -> dict[str, str]:
+    import diffusers
+    import PIL
+    import transformers
+
+    return {"droplet3d": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__, "pillow": PIL.__version__, "numpy": np.__version__}
+
+
+def write_video(path: Path, frames: np.ndarray, fps: int) -> None:
+    """``(F, H, W, 3) uint8`` frames → H.264 mp4 (yuv420p, plays everywhere)."""
+    import imageio_ffmpeg
+
+    height, width = frames.shape[1:3]
+    writer = imageio_ffmpeg.write_frames(str(path), (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
+                                         macro_block_size=1, quality=8, ffmpeg_log_level="error")
+    writer.send(None)
+    for frame in frames:
+        writer.send(np.ascontiguousarray(frame))
+    writer.close()
+
+
+def run_generation(
+    engine: DropletEngine,
+    image: ImageSource,
+    params: GenerationParams,
+    out_dir: str | Path,
+    progress: Progress | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> GenerationResult:
+    """Generate one orbit (Droplet3D) or clip (DropletVideo) into ``out_dir``.
+
+    ``progress(stage, step, total, elapsed)`` gets stages "aligning" (with view_align), "encoding", "denoising"
+    (step 1..total), "decoding", "writing"; ``elapsed`` is seconds since that stage began. ``should_cancel`` is
+    checked between stages and denoising steps; when it returns true, :class:`Cancelled` is raised after memory
+    is freed. Artifacts are staged and moved in at the end, manifest.json last, so a folder with a manifest is
+    complete.
+    """
+    if engine.pipe is None:
+        raise DropletError("the engine is closed")
+    requested = params
+    params = engine.check(params)
+    picture = load_input_image(image)
+    out = Path(out_dir)
+    if not engine._busy.acquire(blocking=False):
+        raise DropletError("the engine is busy with another generation", code="busy")
+    stage_start: dict[str, float] = {}
+    timings: dict[str, float] = {}
+
+    def report(stage: str, step: int, total: int) -> None:
+        now = time.perf_counter()
+        stage_start.setdefault(stage, now)
+        timings[stage] = round(now - stage_start[stage], 4)
+        if progress is not None:
+            progress(stage, step, total, now - stage_start[stage])
+        # Denoising steps cancel through the pipeline's interrupt flag (on_step); everything else stops here.
+        if (stage != "denoising" or step == 0) and should_cancel is not None and should_cancel():
+            raise Cancelled("cancelled by the caller")
+
+    def on_step(pipe, i, t, tensors):
+        if should_cancel is not None and should_cancel():
+            pipe._interrupt = True
+        return tensors
+
+    staging = out / ".staging"
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        (staging / "frames").mkdir(parents=True)
+        picture.save(staging / "input.png")
+        aligned = None
+        if params.view_align:
+            report("aligning", 0, 1)
+            aligner = engine.view_aligner()
+            aligned = aligner.align(picture, params.width, params.height,
+                                    progress=lambda step, total: report("aligning", step, total))
+            aligned.save(staging / "aligned.png")
+        generator = torch.Generator(device=engine.pipe._execution_device).manual_seed(params.seed)
+        frames = engine.pipe(
+            aligned or picture, params.prompt, negative_prompt=params.negative_prompt, height=params.height,
+            width=params.width, num_frames=params.num_frames, num_inference_steps=params.steps,
+            guidance_scale=params.guidance_scale, generator=generator, fps=params.fps, stage_callback=report,
+            callback_on_step_end=on_step,
+        )
+        if frames is None:
+            raise Cancelled("cancelled by the caller")
+        report("writing", 0, 1)
+        pixels = (frames * 255).astype(np.uint8)  # truncating, as the reference's writer does
+        names = []
+        for k, frame in enumerate(pixels):
+            Image.fromarray(frame).save(staging / "frames" / f"{k:04d}.png")
+            names.append(f"frames/{k:04d}.png")
+        video_fps = params.fps if engine.kind == "dropletvideo" else REFERENCE_VIDEO_FPS
+        write_video(staging / "orbit.mp4", pixels, video_fps)
+        report("writing", 1, 1)
+        manifest = {
+            "kind": engine.kind,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "checkpoint": {"id": engine.info.ckpt_id, "config_hash": engine.info.config_hash,
+                           "text_len": engine.info.text_len},
+            "params": dataclasses.asdict(params),
+            "requested": dataclasses.asdict(requested),
+            "seed": params.seed,
+            "num_frames": len(names),
+            "video_fps": video_fps,
+            "device": str(engine.device), "dtype": str(engine.dtype).removeprefix("torch."),
+            "offload": engine.offload,
+            "view_align": None if aligned is None else {
+                "shares_text_encoder": bool(getattr(engine.aligner, "shares_text_encoder", False))},
+            "input_size": list(picture.size),
+            "libraries": _library_versions(),
+            "timings": timings,
+            "files": ["input.png", *(["aligned.png"] if aligned is not None else []), "orbit.mp4", *names],
+        }
+        _move_into(staging, out, manifest)
+        return GenerationResult(frames=[out / n for n in names], video=out / "orbit.mp4", manifest=manifest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        engine.pipe._interrupt = False
+        engine.free_memory()
+        engine._busy.release()
+
+
+def _move_into(staging: Path, out: Path, manifest: dict) -> None:
+    """Replace this job's artifacts in ``out`` with the staged ones; the manifest goes in last."""
+    for name in ("frames", "input.png", "aligned.png", "orbit.mp4", "manifest.json"):
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    for item in staging.iterdir():
+        item.rename(out / item.name)
+    tmp = out / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.rename(out / "manifest.json")

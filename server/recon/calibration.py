@@ -1,0 +1,157 @@
+"""Orbit calibration from silhouettes: elevation, field of view, direction and a closed loop.
+
+With the right orbit every silhouette is consistent with every other: the ray through a point on
+the outline of view ``j`` grazes the hull carved by the other views. With a wrong orbit such rays
+miss the hull. The score is the mean distance (pixels) by which outline rays miss, a continuous
+criterion searched coarse-to-fine: a grid over elevation × fov × direction on small masks, then a
+pattern search with shrinking steps on larger ones. Radius and start azimuth are gauges (scale and
+the object's heading) that silhouettes cannot fix: they keep their given or default values.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+
+from ..orbit import Orbit
+from .silhouettes import SilhouetteField
+
+ELEVATIONS = (-30.0, -15.0, 0.0, 15.0, 30.0, 45.0, 60.0)
+FOVS = (15.0, 25.0, 35.0, 45.0, 55.0, 70.0)
+MISS_CAP = 8.0  # pixels: one bad mask cannot dominate the score
+
+
+@dataclass
+class Calibration:
+    orbit: Orbit
+    score: float  # mean outline-ray miss in pixels of the fine masks (0 = perfectly consistent)
+    evaluations: int
+
+
+def detect_closed_loop(masks: np.ndarray, rgb: np.ndarray | None = None) -> bool:
+    """True when the last frame repeats the first: it matches frame 0 far better than frame 1 does."""
+    def difference(a: int, b: int) -> float:
+        d = float(np.mean(masks[a] != masks[b]))
+        if rgb is not None:
+            d += float(np.mean(np.abs(rgb[a].astype(np.int16) - rgb[b]))) / 255.0
+        return d
+
+    step = difference(0, 1)
+    return difference(0, masks.shape[0] - 1) < 0.35 * step if step > 0 else False
+
+
+class OutlineScore:
+    """Silhouette-consistency score for candidate orbits, on masks scaled to ``size`` pixels."""
+
+    def __init__(self, masks: np.ndarray, size: int, views: int, outline_points: int, depth_samples: int) -> None:
+        h, w = masks.shape[1:3]
+        scale = size / max(h, w)
+        self.width, self.height = max(8, round(w * scale)), max(8, round(h * scale))
+        self.num_frames = masks.shape[0]
+        self.views = np.unique(np.linspace(0, masks.shape[0] - 1, views).round().astype(int))
+        self.small = np.stack([
+            cv2.resize(masks[k].astype(np.float32), (self.width, self.height), interpolation=cv2.INTER_AREA) >= 0.5
+            for k in range(masks.shape[0])
+        ])
+        self.outlines = [_outline(self.small[k], outline_points) for k in self.views]
+        self.depth_samples = depth_samples
+        centre = np.array([self.width / 2.0, self.height / 2.0])
+        self.extent_px = max(float(np.linalg.norm(p + 0.5 - centre, axis=1).max()) for p in self.outlines)
+
+    def __call__(self, orbit: Orbit) -> float:
+        field = SilhouetteField(self.small, orbit, self.views)
+        c2w = orbit.camera_to_world()[self.views]
+        f = orbit.focal_px(self.width, self.height)
+        # The object lies within the sphere that the widest outline subtends at the orbit centre.
+        reach = min(orbit.radius * self.extent_px / f * 1.2, 0.9 * orbit.radius)
+        depths = np.linspace(orbit.radius - reach, orbit.radius + reach, self.depth_samples)
+        step = depths[1] - depths[0]
+        misses = []
+        for i, pix in enumerate(self.outlines):
+            # Rays through the outline pixels (pixel centres), in world coordinates.
+            x = (pix[:, 0] + 0.5 - self.width / 2.0) / f
+            y = -(pix[:, 1] + 0.5 - self.height / 2.0) / f
+            dirs = np.stack([x, y, -np.ones_like(x)], axis=1) @ c2w[i, :3, :3].T
+            origin = c2w[i, :3, 3]
+            values = field((origin + dirs[:, None, :] * depths[None, :, None]).reshape(-1, 3), skip=i)
+            peak = depths[values.reshape(len(pix), -1).argmax(axis=1)]
+            # Second pass: a finer look around each ray's peak.
+            fine = peak[:, None] + np.linspace(-step, step, 9)[None, :]
+            values = field((origin + dirs[:, None, :] * fine[:, :, None]).reshape(-1, 3), skip=i)
+            best = values.reshape(len(pix), -1).max(axis=1)
+            misses.append(np.minimum(np.maximum(-best, 0.0), MISS_CAP))
+        return float(np.mean(np.concatenate(misses)))
+
+def _outline(mask: np.ndarray, count: int) -> np.ndarray:
+    """``(n, 2)`` pixel coordinates (x, y) spread evenly along the mask's outer and hole outlines."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    points = np.concatenate([c.reshape(-1, 2) for c in contours]) if contours else np.zeros((0, 2), int)
+    if len(points) > count:
+        points = points[np.linspace(0, len(points) - 1, count).round().astype(int)]
+    return points.astype(np.float64)
+
+
+def calibrate_orbit(masks: np.ndarray, base: Orbit, rgb: np.ndarray | None = None, *,
+                    elevation: float | None = None, fov: float | None = None, direction: int | None = None,
+                    closed: bool | None = None) -> Calibration:
+    """Estimate the orbit parameters given as None; the others (and radius/start azimuth) come from ``base``."""
+    if closed is None:
+        closed = detect_closed_loop(masks, rgb)
+    base = replace(base, closed=closed)
+    evaluations = 0
+
+    def make(theta: float, phi: float, s: int) -> Orbit:
+        return replace(base, elevation_deg=float(np.clip(theta, -89, 89)), fov_deg=float(np.clip(phi, 3, 120)),
+                       direction=s)
+
+    thetas = (elevation,) if elevation is not None else ELEVATIONS
+    fovs = (fov,) if fov is not None else FOVS
+    dirs = (direction,) if direction is not None else (1, -1)
+    if len(thetas) * len(fovs) * len(dirs) == 1:
+        return Calibration(make(thetas[0], fovs[0], dirs[0]), 0.0, 0)
+
+    coarse = OutlineScore(masks, size=64, views=8, outline_points=40, depth_samples=24)
+    scored = []
+    for theta, phi, s in itertools.product(thetas, fovs, dirs):
+        scored.append((coarse(make(theta, phi, s)), theta, phi, s))
+    evaluations += len(scored)
+    scored.sort()
+
+    fine = OutlineScore(masks, size=160, views=16, outline_points=80, depth_samples=32)
+    best = None
+    for score0, theta, phi, s in scored[:2]:
+        if best is not None and score0 > 1.5 * scored[0][0]:
+            break  # refine a runner-up basin only when the coarse grid could have misranked it
+        result = _pattern_search(fine, make, theta, phi, s, elevation is None, fov is None)
+        evaluations += result[-1]
+        if best is None or result[0] < best[0]:
+            best = result
+    score, theta, phi, s, _ = best
+    return Calibration(make(theta, phi, s), score, evaluations)
+
+
+def _pattern_search(score, make, theta: float, phi: float, s: int, free_theta: bool, free_phi: bool,
+                    step_theta: float = 8.0, step_phi: float = 5.0, min_step: float = 0.5):
+    """Compass search on (elevation, fov) with halving steps; returns ``(score, θ, fov, direction, evaluations)``."""
+    cache: dict[tuple[float, float], float] = {}
+
+    def value(t: float, p: float) -> float:
+        key = (round(t, 4), round(p, 4))
+        if key not in cache:
+            cache[key] = score(make(t, p, s))
+        return cache[key]
+
+    best = value(theta, phi)
+    while max(step_theta if free_theta else 0, step_phi if free_phi else 0) >= min_step:
+        moves = [(dt, dp) for dt in (-step_theta, 0, step_theta) for dp in (-step_phi, 0, step_phi)
+                 if (dt or dp) and (free_theta or not dt) and (free_phi or not dp)]
+        candidates = [(value(theta + dt, phi + dp), theta + dt, phi + dp) for dt, dp in moves]
+        top = min(candidates)
+        if top[0] < best:
+            best, theta, phi = top
+        else:
+            step_theta, step_phi = step_theta / 2.0, step_phi / 2.0
+    return best, theta, phi, s, len(cache)

@@ -1,0 +1,91 @@
+"""Loading an orbit: a folder of frames (PNG/JPG, optional alpha) or a video file, checked up front."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")
+MIN_FRAMES = 8
+
+
+@dataclass
+class Frames:
+    """An orbit's frames in order: ``rgb (N, H, W, 3) uint8`` and ``alpha (N, H, W) uint8`` or None."""
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+    names: list[str]  # source file names (or ``0000.png…`` for a video)
+    source_dir: Path | None  # the folder the frames came from (None for a video)
+
+    @property
+    def count(self) -> int:
+        return self.rgb.shape[0]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)``."""
+        return self.rgb.shape[2], self.rgb.shape[1]
+
+
+def load_frames(source: str | Path) -> Frames:
+    """Read every frame of ``source`` (a folder or a video); raise InputError naming the problem."""
+    source = Path(source)
+    if source.is_dir():
+        frames = _load_folder(source)
+    elif source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES:
+        frames = _load_video(source)
+    elif source.exists():
+        raise InputError(f"{source.name} is neither a folder of frames nor a video ({', '.join(VIDEO_SUFFIXES)})",
+                         field="source")
+    else:
+        raise InputError(f"{source} does not exist", field="source")
+    if frames.count < MIN_FRAMES:
+        raise InputError(f"an orbit needs at least {MIN_FRAMES} frames, {source.name} has {frames.count}",
+                         field="frames")
+    return frames
+
+
+def _load_folder(folder: Path) -> Frames:
+    paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise InputError(f"{folder} holds no frames (PNG or JPG files)", field="frames")
+    rgb, alpha = [], []
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                im.load()
+                has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+                im = im.convert("RGBA" if has_alpha else "RGB")
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            raise InputError(f"cannot read frame {path.name}: {exc}", field="frames") from exc
+        array = np.asarray(im)
+        if rgb and array.shape[:2] != rgb[0].shape[:2]:
+            raise InputError(f"frames differ in size: {paths[0].name} is {rgb[0].shape[1]}x{rgb[0].shape[0]}, "
+                             f"{path.name} is {array.shape[1]}x{array.shape[0]}", field="frames")
+        rgb.append(array[..., :3])
+        alpha.append(array[..., 3] if array.shape[2] == 4 else None)
+    # Alpha counts only when every frame has it and it actually cuts something out.
+    use_alpha = all(a is not None for a in alpha) and any((a < 255).any() for a in alpha)
+    return Frames(np.stack(rgb), np.stack(alpha) if use_alpha else None, [p.name for p in paths], folder)
+
+
+def _load_video(path: Path) -> Frames:
+    import imageio_ffmpeg
+
+    try:
+        reader = imageio_ffmpeg.read_frames(str(path))
+        meta = next(reader)
+        width, height = meta["size"]
+        rgb = [np.frombuffer(buf, np.uint8).reshape(height, width, 3) for buf in reader]
+    except (OSError, RuntimeError, StopIteration, KeyError) as exc:
+        raise InputError(f"cannot decode video {path.name}: {exc}", field="source") from exc
+    if not rgb:
+        raise InputError(f"video {path.name} has no frames", field="source")
+    return Frames(np.stack(rgb), None, [f"{k:04d}.png" for k in range(len(rgb))], None)

@@ -1,0 +1,79 @@
+"""The visual hull as a sampled silhouette field, evaluated coarse-to-fine.
+
+Only grid points near the surface are evaluated exactly at each finer level: elsewhere the field's
+sign is already certain from the coarser level (the field changes by at most a few pixels per cell),
+so the cost grows with the surface area rather than the volume.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from ..orbit import Orbit
+from .silhouettes import SilhouetteField
+
+
+@dataclass
+class Volume:
+    """Field samples ``values (nx, ny, nz) float32`` at ``origin + spacing · index`` (world metres)."""
+
+    values: np.ndarray
+    origin: np.ndarray
+    spacing: float
+
+    def points(self, index: np.ndarray) -> np.ndarray:
+        return self.origin + self.spacing * np.asarray(index, dtype=np.float64)
+
+
+def grid_points(origin: np.ndarray, spacing: float, shape: tuple[int, int, int]) -> np.ndarray:
+    axes = [origin[i] + spacing * np.arange(shape[i]) for i in range(3)]
+    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+
+
+def object_bounds(field: SilhouetteField, orbit: Orbit, samples: int = 33) -> tuple[np.ndarray, np.ndarray]:
+    """Axis-aligned box ``(lo, hi)`` around the hull, from a coarse pass over the cameras' common view."""
+    half = min(orbit.radius * math.tan(math.radians(orbit.fov_deg) / 2.0) * 1.2, 0.85 * orbit.radius)
+    spacing = 2 * half / (samples - 1)
+    origin = np.full(3, -half)
+    values = field(grid_points(origin, spacing, (samples,) * 3)).reshape((samples,) * 3)
+    margin = 2.0 * spacing * field.pixels_per_unit(orbit)  # a cell may hide a thin part: keep near-misses
+    inside = np.argwhere(values > -margin)
+    if inside.size == 0:
+        raise InputError("the silhouettes do not intersect: the orbit parameters do not fit these frames",
+                         field="frames")
+    lo = origin + spacing * (inside.min(axis=0) - 1)
+    hi = origin + spacing * (inside.max(axis=0) + 1)
+    return lo, hi
+
+
+def carve_hull(field: SilhouetteField, orbit: Orbit, resolution: int = 128, levels: int = 3) -> Volume:
+    """Sample the silhouette field on a grid with ``resolution`` cells along the box's longest side."""
+    lo, hi = object_bounds(field, orbit)
+    base = max(4, math.ceil(resolution / 2**levels))
+    spacing = float((hi - lo).max()) / base
+    shape = tuple(int(math.ceil((hi[i] - lo[i]) / spacing)) + 1 for i in range(3))
+    values = field(grid_points(lo, spacing, shape)).reshape(shape)
+    px_per_unit = field.pixels_per_unit(orbit) * orbit.radius / max(orbit.radius - float(np.abs([lo, hi]).max()), 1e-3)
+    for _ in range(levels):
+        values = _upsample(values)
+        spacing /= 2.0
+        # Where the interpolated field is further from zero than a cell can change it, its sign is settled.
+        band = 2.0 * math.sqrt(3.0) * spacing * px_per_unit
+        near = np.argwhere(np.abs(values) < band)
+        values[tuple(near.T)] = field(lo + spacing * near)
+    return Volume(values, lo, spacing)
+
+
+def _upsample(values: np.ndarray) -> np.ndarray:
+    """Trilinear ×2 refinement of a point grid: ``n`` points per axis become ``2n − 1``."""
+    for axis in range(3):
+        values = np.moveaxis(values, axis, 0)
+        out = np.empty((2 * values.shape[0] - 1, *values.shape[1:]), dtype=np.float32)
+        out[::2] = values
+        out[1::2] = 0.5 * (values[:-1] + values[1:])
+        values = np.moveaxis(out, 0, axis)
+    return values

@@ -1,0 +1,126 @@
+"""Foreground masks: alpha when the frames carry it, else a plain background estimated from the border.
+
+The background model is a per-frame linear colour ramp fitted robustly to the border pixels, so a
+slightly varying tone is part of the background. A pixel is foreground when its colour departs from
+that model by more than the border's own noise allows, measured as in Horprasert et al.: a chroma
+distortion (colour direction) and a brightness ratio. Soft shadows only darken the background
+without changing its colour direction, so a moderate darkening with little chroma change is background.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..errors import InputError
+
+SHADOW_MIN_BRIGHTNESS = 0.72  # darker than this (relative to the background) is foreground even without chroma
+MIN_CHROMA = 0.035  # floors on the thresholds, as fractions of full scale, for noise-free renders
+MIN_BRIGHTNESS = 0.06
+
+
+def compute_masks(rgb: np.ndarray, alpha: np.ndarray | None = None, names: list[str] | None = None) -> np.ndarray:
+    """``(N, H, W) bool`` foreground masks of ``rgb (N, H, W, 3) uint8``; InputError on unusable frames."""
+    names = names or [f"{k:04d}" for k in range(rgb.shape[0])]
+    masks = np.empty(rgb.shape[:3], dtype=bool)
+    for k in range(rgb.shape[0]):
+        if alpha is not None:
+            masks[k] = clean_mask(alpha[k] >= 128)
+        else:
+            masks[k] = clean_mask(background_difference(rgb[k]))
+        _check_mask(masks[k], names[k])
+    return masks
+
+
+def background_difference(image: np.ndarray) -> np.ndarray:
+    """``(H, W) bool`` pixels that differ from the border's background model, before clean-up."""
+    h, w = image.shape[:2]
+    smooth = cv2.GaussianBlur(image, (3, 3), 0.6).astype(np.float32) / 255.0
+    band = max(2, round(0.02 * min(h, w)))
+    border = np.zeros((h, w), dtype=bool)
+    border[:band], border[-band:], border[:, :band], border[:, -band:] = True, True, True, True
+    ys, xs = np.nonzero(border)
+    background = _fit_background(smooth, xs, ys)
+    bg_norm2 = np.maximum((background**2).sum(-1), 1e-6)
+    brightness = (smooth * background).sum(-1) / bg_norm2
+    chroma = np.linalg.norm(smooth - brightness[..., None] * background, axis=-1)
+    # Noise level from the border itself (robust to an object touching part of it).
+    b_border, c_border = brightness[border], chroma[border]
+    c_sigma = 1.4826 * np.median(np.abs(c_border - np.median(c_border)))
+    b_sigma = 1.4826 * np.median(np.abs(b_border - 1.0))
+    chroma_thr = max(MIN_CHROMA, np.median(c_border) + 6.0 * c_sigma)
+    bright_thr = max(MIN_BRIGHTNESS, 6.0 * b_sigma)
+    raw = (chroma > chroma_thr) | (brightness > 1.0 + bright_thr) | (brightness < min(SHADOW_MIN_BRIGHTNESS,
+                                                                                       1.0 - bright_thr))
+    return _refine_edges(image.astype(np.float32) / 255.0, background, raw)
+
+
+def _refine_edges(image: np.ndarray, background: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Decide edge pixels by coverage: anti-aliased pixels count as object when more than half covered.
+
+    A detection threshold tuned for noise flags pixels that are only slightly covered, which would
+    grow every silhouette by about a pixel; unmixing each edge pixel between the background model and
+    the colour of the object just inside gives its coverage instead.
+    """
+    m = mask.astype(np.uint8)
+    kernel = np.ones((3, 3), np.uint8)
+    interior = cv2.erode(m, kernel).astype(np.float32)
+    band = (cv2.dilate(m, kernel) > 0) & (interior == 0)
+    weight = cv2.blur(interior, (5, 5))
+    inside_colour = cv2.blur(image * interior[..., None], (5, 5)) / np.maximum(weight, 1e-6)[..., None]
+    ok = band & (weight > 0)
+    fg, bg, px = inside_colour[ok], background[ok], image[ok]
+    contrast = ((fg - bg) ** 2).sum(-1)
+    coverage = ((px - bg) * (fg - bg)).sum(-1) / np.maximum(contrast, 1e-6)
+    refined = mask.copy()
+    refined[ok] = np.where(contrast > 1e-3, coverage >= 0.5, mask[ok])
+    return refined
+
+
+def _fit_background(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """A linear colour ramp ``c(x, y)`` fitted to the border pixels with two rounds of outlier trimming."""
+    h, w = image.shape[:2]
+    design = np.stack([np.ones(xs.size), xs / w - 0.5, ys / h - 0.5], axis=1)
+    values = image[ys, xs]
+    keep = np.ones(xs.size, dtype=bool)
+    for _ in range(3):
+        coef, *_ = np.linalg.lstsq(design[keep], values[keep], rcond=None)
+        residual = np.linalg.norm(design @ coef - values, axis=1)
+        cut = max(3.0 * 1.4826 * np.median(residual[keep]), 0.02)
+        keep = residual < cut
+        if keep.sum() < 16:
+            break
+    gy, gx = np.mgrid[0:h, 0:w]
+    return (coef[0] + (gx / w - 0.5)[..., None] * coef[1] + (gy / h - 0.5)[..., None] * coef[2]).astype(np.float32)
+
+
+def clean_mask(mask: np.ndarray) -> np.ndarray:
+    """Morphological clean-up: drop specks, fill pinholes (not through-holes), keep the object's components."""
+    h, w = mask.shape
+    radius = max(1, round(min(h, w) / 256))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    m = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel)
+    m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, kernel)
+    # Fill background islands that are tiny (noise inside the object); a torus hole is far larger.
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(1 - m, connectivity=4)
+    small_hole = max(8, int(2e-4 * h * w))
+    for i in range(1, n):
+        x, y, bw, bh, area = stats[i]
+        touches = x == 0 or y == 0 or x + bw == w or y + bh == h
+        if area <= small_hole and not touches:
+            m[labels == i] = 1
+    # Keep the largest component and any other substantial one (an object may be in pieces, e.g. a handle).
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    if n <= 1:
+        return np.zeros_like(mask, dtype=bool)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = np.nonzero(areas >= max(0.05 * areas.max(), 4))[0] + 1
+    return np.isin(labels, keep)
+
+
+def _check_mask(mask: np.ndarray, name: str) -> None:
+    if not mask.any():
+        raise InputError(f"frame {name} has no foreground: no object stands out from the background", field="frames")
+    if mask[0].any() and mask[-1].any() and mask[:, 0].any() and mask[:, -1].any():
+        raise InputError(f"frame {name}: the foreground touches every border; reconstruction needs the whole object "
+                         "in view on a plain background", field="frames")

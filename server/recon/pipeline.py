@@ -1,0 +1,259 @@
+"""``reconstruct`` and ``calibrate``: the recon room's doorway.
+
+Stages (each reported through ``progress("reconstructing", step, total, elapsed)``):
+1 load frames → 2 masks → 3 orbit (given or calibrated) → 4 visual hull → 5 photo-consistency carving
+→ 6 surface → 7 texture → 8 write. Everything is written into a staging folder beside ``out_dir``
+and moved in at the end, so a failure or a cancel leaves ``out_dir`` as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .. import __version__
+from ..errors import Cancelled, InputError
+from ..orbit import DEFAULT_RADIUS, Orbit, write_transforms
+from .calibration import calibrate_orbit
+from .frames import Frames, load_frames
+from .masks import compute_masks
+
+STAGE = "reconstructing"
+FORMATS = ("glb", "obj", "ply")
+Progress = Callable[[str, int, int, float], None]
+
+
+@dataclass(frozen=True)
+class ReconOptions:
+    """Orbit parameters (None → estimated from the silhouettes) and mesh options."""
+
+    elevation_deg: float | None = None
+    fov_deg: float | None = None
+    radius: float | None = None
+    direction: int | str | None = None  # +1/"ccw" or −1/"cw"
+    start_azimuth_deg: float | None = None
+    closed: bool | None = None
+    calibrate: bool = False  # estimate elevation/fov/direction/closed even when given
+    resolution: int = 128  # grid cells along the object's longest side
+    carve: bool = True  # photo-consistency carving of concavities
+    face_budget: int = 10000
+    texture_size: int = 1024
+    formats: tuple[str, ...] = ("glb",)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.direction, str):
+            if self.direction.lower() not in ("ccw", "cw"):
+                raise InputError(f"direction must be ccw or cw, got {self.direction!r}", field="direction")
+            object.__setattr__(self, "direction", 1 if self.direction.lower() == "ccw" else -1)
+        if not 32 <= self.resolution <= 512:
+            raise InputError(f"resolution must lie in [32, 512], got {self.resolution}", field="resolution")
+        if self.face_budget < 100:
+            raise InputError(f"face budget must be at least 100, got {self.face_budget}", field="face_budget")
+        if self.texture_size not in (256, 512, 1024, 2048, 4096):
+            raise InputError(f"texture size must be a power of two in [256, 4096], got {self.texture_size}",
+                             field="texture_size")
+        bad = [f for f in self.formats if f not in FORMATS]
+        if bad or "glb" not in self.formats:
+            raise InputError(f"formats must include glb and come from {FORMATS}, got {self.formats}", field="formats")
+
+
+@dataclass
+class ReconResult:
+    orbit: Orbit
+    mesh_path: Path | None
+    transforms_path: Path
+    manifest: dict = field(default_factory=dict)
+
+
+class _Run:
+    """Bookkeeping for one call: progress, cancel checks, timings."""
+
+    def __init__(self, total: int, progress: Progress | None, should_cancel: Callable[[], bool] | None) -> None:
+        self.total, self.progress, self.should_cancel = total, progress, should_cancel
+        self.start = self.last = time.perf_counter()
+        self.step = 0
+        self.timings: dict[str, float] = {}
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self.last, 4)
+        self.last = now
+        self.step += 1
+        if self.progress is not None:
+            self.progress(STAGE, self.step, self.total, now - self.start)
+        if self.should_cancel is not None and self.should_cancel():
+            raise Cancelled("reconstruction cancelled")
+
+
+def reconstruct(source: str | Path, out_dir: str | Path, options: ReconOptions | None = None,
+                progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None) -> ReconResult:
+    """Frames or a video → ``mesh.glb``, ``transforms.json``, ``masks/`` and ``manifest.json`` in ``out_dir``."""
+    from .carving import carve_concavities
+    from .export import textured_mesh, write_mesh
+    from .hull import carve_hull
+    from .silhouettes import SilhouetteField
+    from .surface import extract_surface
+    from .texture import bake_texture, build_atlas, vertex_colours
+
+    options = options or ReconOptions()
+    source, out_dir = Path(source), Path(out_dir)
+    run = _Run(8, progress, should_cancel)
+    frames, masks, orbit, calibration = _frames_masks_orbit(source, options, run)
+
+    field_ = SilhouetteField(masks, orbit, np.arange(orbit.period))
+    volume = carve_hull(field_, orbit, options.resolution)
+    run.done("hull")
+    carved = 0
+    if options.carve:
+        volume, carved = carve_concavities(volume, field_, frames.rgb, masks, orbit)
+    run.done("carving")
+    mesh = extract_surface(volume, options.face_budget)
+    run.done("surface")
+    vertices, faces, uv = build_atlas(mesh)
+    texture = bake_texture(vertices, faces, uv, frames.rgb, orbit, options.texture_size)
+    textured = textured_mesh(vertices, faces, uv, texture, vertex_colours(texture, uv))
+    run.done("texture")
+
+    def write(staging: Path) -> None:
+        for fmt in options.formats:
+            write_mesh(textured, staging / f"mesh.{fmt}")
+
+    section = {
+        "calibration": calibration,
+        "mesh": {"vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
+                 "watertight": bool(mesh.is_watertight), "winding_consistent": bool(mesh.is_winding_consistent),
+                 "volume_m3": float(mesh.volume) if mesh.is_volume else None,
+                 "bounds_m": mesh.bounds.round(5).tolist(), "carved_voxels": int(carved),
+                 "texture_size": options.texture_size, "formats": list(options.formats)},
+    }
+    manifest = _commit(out_dir, frames, masks, orbit, options, run, section, write)
+    return ReconResult(orbit, out_dir / "mesh.glb", out_dir / "transforms.json", manifest)
+
+
+def calibrate(source: str | Path, out_dir: str | Path, options: ReconOptions | None = None,
+              progress: Progress | None = None) -> Orbit:
+    """The cheap part only: masks and the orbit; writes ``transforms.json`` and ``masks/`` into ``out_dir``."""
+    options = options or ReconOptions()
+    source, out_dir = Path(source), Path(out_dir)
+    run = _Run(4, progress, None)
+    frames, masks, orbit, _ = _frames_masks_orbit(source, options, run)
+    _commit(out_dir, frames, masks, orbit, options, run, None, None)
+    return orbit
+
+
+def _frames_masks_orbit(source: Path, options: ReconOptions, run: _Run):
+    frames = load_frames(source)
+    run.done("load")
+    masks = compute_masks(frames.rgb, frames.alpha, frames.names)
+    run.done("masks")
+    base = Orbit(num_frames=frames.count, radius=options.radius or DEFAULT_RADIUS,
+                 start_azimuth_deg=options.start_azimuth_deg or 0.0)
+    given = {"elevation": options.elevation_deg, "fov": options.fov_deg, "direction": options.direction,
+             "closed": options.closed}
+    if options.calibrate:
+        given = dict.fromkeys(given)
+    t0 = time.perf_counter()
+    result = calibrate_orbit(masks, base, frames.rgb, **given)
+    calibration = {"estimated": sorted(k for k, v in given.items() if v is None),
+                   "score_px": round(result.score, 4), "evaluations": result.evaluations,
+                   "seconds": round(time.perf_counter() - t0, 3)}
+    run.done("orbit")
+    return frames, masks, result.orbit, calibration
+
+
+def _frame_paths(frames: Frames, out_dir: Path) -> tuple[list[str], bool]:
+    """Paths for ``transforms.json`` and whether the frames must be written into ``out_dir/frames``."""
+    if frames.source_dir is not None and frames.source_dir.resolve() == (out_dir / "frames").resolve():
+        return [f"frames/{name}" for name in frames.names], False
+    return [f"frames/{k:04d}.png" for k in range(frames.count)], True
+
+
+def _commit(out_dir: Path, frames: Frames, masks: np.ndarray, orbit: Orbit, options: ReconOptions, run: _Run,
+            section: dict | None, write: Callable[[Path], None] | None) -> dict:
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        paths, copy_frames = _frame_paths(frames, out_dir)
+        if copy_frames:
+            (staging / "frames").mkdir()
+            for k in range(frames.count):
+                pixels = frames.rgb[k] if frames.alpha is None else np.dstack([frames.rgb[k], frames.alpha[k]])
+                Image.fromarray(pixels).save(staging / "frames" / f"{k:04d}.png", compress_level=1)
+        (staging / "masks").mkdir()
+        for k in range(frames.count):
+            Image.fromarray(masks[k].astype(np.uint8) * 255).save(staging / "masks" / f"{k:04d}.png")
+        width, height = frames.size
+        write_transforms(staging / "transforms.json", orbit, width, height, paths)
+        manifest: dict = {}
+        if write is not None:
+            write(staging)
+            run.done("write")
+            manifest = _manifest_with(out_dir, _section(frames, orbit, options, run, section))
+            (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        else:
+            run.done("write")
+        _move_in(staging, out_dir)
+        return manifest
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _section(frames: Frames, orbit: Orbit, options: ReconOptions, run: _Run, extra: dict | None) -> dict:
+    width, height = frames.size
+    return {
+        "kind": "reconstruction",
+        "version": __version__,
+        "frames": {"count": frames.count, "width": width, "height": height, "alpha": frames.alpha is not None},
+        "orbit": asdict(orbit),
+        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(options).items()},
+        **(extra or {}),
+        "timings_s": {**run.timings, "total": round(time.perf_counter() - run.start, 4)},
+        "libraries": _versions(),
+    }
+
+
+def _manifest_with(out_dir: Path, section: dict) -> dict:
+    """Merge into a job's existing manifest under ``reconstruction``, or stand alone."""
+    existing = out_dir / "manifest.json"
+    if existing.is_file():
+        try:
+            data = json.loads(existing.read_text())
+        except (OSError, json.JSONDecodeError):
+            data = None
+        if isinstance(data, dict) and data.get("kind") != "reconstruction":  # not our own earlier run
+            return {**data, "reconstruction": section}
+    return section
+
+
+def _move_in(staging: Path, out_dir: Path) -> None:
+    if not out_dir.exists():
+        os.replace(staging, out_dir)
+        return
+    for entry in staging.iterdir():
+        dest = out_dir / entry.name
+        if dest.is_dir():
+            old = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".old", dir=out_dir))
+            os.replace(dest, old / entry.name)
+            os.replace(entry, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(entry, dest)
+
+
+def _versions() -> dict:
+    import cv2
+    import skimage
+    import trimesh
+
+    return {"python": platform.python_version(), "numpy": np.__version__, "trimesh": trimesh.__version__,
+            "scikit-image": skimage.__version__, "opencv": cv2.__version__}

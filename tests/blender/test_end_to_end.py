@@ -1,0 +1,167 @@
+"""The installed add-on against a live ``droplet3d serve`` (tiny random checkpoint) on 127.0.0.1.
+
+Operators are called as the panel's buttons call them; the timer callback is pumped on this thread
+because background Blender runs no event loop (``bpy.app.timers`` would call the same function).
+
+The tiny checkpoint is random, so its generated frames hold no object and an orbit job cannot be
+reconstructed: the success path with a mesh runs in reconstruct mode on a synthetic orbit instead,
+and orbit generation is exercised through progress and cancel.
+"""
+
+import json
+import urllib.request
+
+import bpy
+import pytest
+from bpy_extras.object_utils import world_to_camera_view
+from conftest import PKG, LiveServer, make_job, module
+from layout_recorder import draw_panels
+from mathutils import Matrix, Vector
+
+
+@pytest.fixture
+def connected(scene, live_server, tmp_path):
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    prefs.server_url, prefs.download_dir, prefs.poll_interval = live_server.url, str(tmp_path / "downloads"), 0.1
+    return scene
+
+
+@pytest.fixture(scope="module")
+def orbit_frames(tmp_path_factory):
+    return make_job(tmp_path_factory.mktemp("orbit") / "job", frames=12, size=(64, 64), job_id="src") / "frames"
+
+
+def pump_until(predicate, timeout=120.0):
+    assert module("runtime").wait_until(predicate, timeout=timeout), "timed out waiting for the job"
+
+
+def latest_job():
+    return bpy.context.window_manager.droplet_jobs[0]
+
+
+def server_status(server, job_id):
+    with urllib.request.urlopen(f"{server.url}/v1/jobs/{job_id}", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_check_server_reports_device_models_and_queue(connected):
+    assert bpy.ops.droplet.check_server() == {"FINISHED"}
+    wm = bpy.context.window_manager
+    pump_until(lambda: wm.droplet_server_status.startswith(("OK", "Cannot")), timeout=30)
+    assert wm.droplet_server_ok and "cpu" in wm.droplet_server_status and "orbit" in wm.droplet_server_status
+
+
+def test_reconstruct_end_to_end_imports_cameras_planes_turntable_and_mesh_on_the_source(connected, orbit_frames):
+    props = connected.droplet
+    props.mode, props.frames_path = "reconstruct", str(orbit_frames)
+    props.use_hints, props.hint_elevation, props.hint_fov = True, 20.0, 45.0
+    props.mesh_resolution, props.face_budget = 32, 2000
+    assert bpy.ops.droplet.generate() == {"FINISHED"}
+    item = latest_job()
+    assert item.status in ("submitting", "queued", "running")  # Generate returned before the job finished
+    pump_until(lambda: latest_job().status in ("succeeded", "failed", "cancelled"))
+    item = latest_job()
+    assert item.status == "succeeded", item.error
+    coll = bpy.data.collections[item.collection]
+    bpy.context.view_layer.update()
+
+    transforms = json.loads((module("jobs").Path(item.folder) / "transforms.json").read_text())
+    cams = sorted((o for o in coll.all_objects if " Camera " in o.name), key=lambda o: o.name)
+    planes = sorted((o for o in coll.all_objects if " Plane " in o.name), key=lambda o: o.name)
+    rig = next(o for o in coll.all_objects if o.name.endswith(" Rig"))
+    turntable = next(o for o in coll.all_objects if o.name.endswith(" Turntable"))
+    assert len(cams) == len(planes) == len(transforms["frames"]) == 12
+    cube = bpy.data.objects["Cube"]
+    assert tuple(rig.location) == pytest.approx((2.0, 1.0, 0.5))  # the selected cube's bounds centre
+    for cam, plane, frame in zip(cams, planes, transforms["frames"], strict=True):
+        expected = rig.matrix_world @ Matrix(frame["transform_matrix"])
+        assert (cam.matrix_world.to_translation() - expected.to_translation()).length < 1e-4
+        assert abs(cam.matrix_world.to_quaternion().dot(expected.to_quaternion())) > 1 - 1e-6
+        image = plane.active_material.node_tree.nodes["Frame"].image
+        assert tuple(image.size) == (64, 64) and image.filepath.endswith(frame["file_path"])
+        corners = [tuple(world_to_camera_view(connected, cam, plane.matrix_world @ v.co))[:2]
+                   for v in plane.data.vertices]
+        assert corners == [pytest.approx(c, abs=1e-4) for c in [(0, 0), (1, 0), (1, 1), (0, 1)]]
+    for k in (0, 5, 11):
+        connected.frame_set(connected.frame_start + k)
+        assert [p.name for p in planes if not p.hide_render] == [planes[k].name]
+        assert (turntable.matrix_world.to_translation() - cams[k].matrix_world.to_translation()).length < 1e-4
+    mesh = next(o for o in coll.all_objects if o.type == "MESH" and o.name.endswith(" Mesh"))
+    assert mesh.parent == rig
+    corners = [mesh.matrix_world @ Vector(c) for c in mesh.bound_box]
+    sides = [max(c[i] for c in corners) - min(c[i] for c in corners) for i in range(3)]
+    centre = sum(corners, Vector()) / 8
+    assert max(sides) == pytest.approx(max(cube.dimensions), rel=1e-3)  # scaled to the source's size
+    assert (centre - Vector((2.0, 1.0, 0.5))).length < 0.1  # and standing where it stands
+    assert any(kind == "INFO" and item.job_id in msg for kind, msg in module("runtime").reports)
+
+
+def test_generate_shows_denoising_progress_and_cancel_reaches_the_server(connected, live_server):
+    props = connected.droplet
+    props.mode, props.steps, props.frames, props.reconstruct = "orbit", 400, 9, False
+    assert bpy.ops.droplet.generate() == {"FINISHED"}
+    pump_until(lambda: latest_job().stage == "denoising" and latest_job().step >= 1)
+    key, job_id = latest_job().key, latest_job().job_id
+    progress = [e for e in draw_panels().log if e[0] == "progress"]
+    assert progress and progress[0][2].startswith("denoising ") and "/400" in progress[0][2]
+    assert bpy.ops.droplet.cancel(key=key) == {"FINISHED"}
+    pump_until(lambda: latest_job().status in ("succeeded", "failed", "cancelled"), timeout=60)
+    assert latest_job().status == "cancelled"
+    assert server_status(live_server, job_id)["status"] == "cancelled"
+    assert ("WARNING", f"Droplet job {job_id} was cancelled") in module("runtime").reports
+
+
+def test_several_jobs_can_be_in_flight_at_once(connected, live_server):
+    props = connected.droplet
+    props.mode, props.steps, props.frames, props.reconstruct = "orbit", 400, 9, False
+    assert bpy.ops.droplet.generate() == {"FINISHED"}
+    assert bpy.ops.droplet.generate() == {"FINISHED"}
+    runtime = module("runtime")
+    keys = [item.key for item in bpy.context.window_manager.droplet_jobs][:2]
+    assert all(runtime.manager.running(k) for k in keys)
+    pump_until(lambda: all(runtime.find_item(bpy.context.window_manager, k).job_id for k in keys))
+    queued = [runtime.find_item(bpy.context.window_manager, k) for k in keys]
+    pump_until(lambda: any(i.status == "queued" and i.queue_position >= 1 for i in queued)
+               or all(i.status == "running" for i in queued), timeout=30)
+    for key in keys:
+        bpy.ops.droplet.cancel(key=key)
+    pump_until(lambda: not any(runtime.manager.running(k) for k in keys), timeout=60)
+    assert {runtime.find_item(bpy.context.window_manager, k).status for k in keys} == {"cancelled"}
+
+
+def test_failed_job_shows_the_servers_reason_in_panel_and_info_log(connected, tmp_path):
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    for k in range(4):  # an orbit of nothing: the reconstruction finds no object and the job fails
+        bpy.data.images.new(f"blank{k}", 32, 32).save(filepath=str(blank / f"{k:04d}.png"))
+    connected.droplet.mode, connected.droplet.frames_path = "reconstruct", str(blank)
+    assert bpy.ops.droplet.generate() == {"FINISHED"}
+    pump_until(lambda: latest_job().status in ("succeeded", "failed", "cancelled"))
+    item = latest_job()
+    assert item.status == "failed" and "foreground" in item.error
+    assert any(kind == "ERROR" and "foreground" in msg for kind, msg in module("runtime").reports)
+    bpy.context.window_manager.droplet_job_index = 0
+    assert "foreground" in " ".join(draw_panels().texts())
+
+
+def test_upload_refused_by_the_server_shows_its_4xx_text(connected):
+    connected.droplet.prompt = "word " * 1000  # 5000 characters: over the server's prompt limit
+    assert bpy.ops.droplet.generate() == {"FINISHED"}
+    pump_until(lambda: latest_job().status in ("failed", "succeeded", "cancelled"), timeout=60)
+    item = latest_job()
+    assert item.status == "failed" and "limit is" in item.error and not item.job_id
+
+
+def test_server_dying_mid_job_fails_the_job_with_the_reason(connected, tiny_ckpt, tmp_path):
+    doomed = LiveServer(tiny_ckpt, tmp_path / "jobs", tmp_path / "serve.log")
+    try:
+        bpy.context.preferences.addons[PKG].preferences.server_url = doomed.url
+        connected.droplet.steps, connected.droplet.frames, connected.droplet.reconstruct = 400, 9, False
+        assert bpy.ops.droplet.generate() == {"FINISHED"}
+        pump_until(lambda: latest_job().status == "running")
+        doomed.stop()
+        pump_until(lambda: latest_job().status in ("failed", "succeeded", "cancelled"), timeout=60)
+    finally:
+        doomed.stop()
+    item = latest_job()
+    assert item.status == "failed" and "Lost the server" in item.error

@@ -1,0 +1,97 @@
+"""Tiny checkpoints, each built once per session, and engines loaded once per checkpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def _flip_flag(src: Path, dst: Path, key: str, value) -> Path:
+    """A copy of ``src`` with one transformer config value changed (same weights)."""
+    shutil.copytree(src, dst)
+    cfg_path = dst / "transformer" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg[key] = value
+    cfg_path.write_text(json.dumps(cfg))
+    return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tiny")
+
+
+@pytest.fixture(scope="session")
+def ckpt_3d(tiny_root) -> Path:
+    from droplet3d.engine import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tiny_root / "droplet3d")
+
+
+@pytest.fixture(scope="session")
+def ckpt_rotary(tiny_root) -> Path:
+    from droplet3d.engine import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tiny_root / "rotary", rotary=True)
+
+
+@pytest.fixture(scope="session")
+def ckpt_video(tiny_root) -> Path:
+    from droplet3d.engine import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tiny_root / "video", kind="dropletvideo")
+
+
+@pytest.fixture(scope="session")
+def ckpt_noise(tiny_root, ckpt_3d) -> Path:
+    return _flip_flag(ckpt_3d, tiny_root / "noise", "add_noise_in_inpaint_model", True)
+
+
+@pytest.fixture(scope="session")
+def engine_3d(ckpt_3d):
+    from droplet3d.engine import DropletEngine
+
+    engine = DropletEngine.load(str(ckpt_3d), device="cpu")
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def engine_rotary(ckpt_rotary):
+    from droplet3d.engine import DropletEngine
+
+    engine = DropletEngine.load(str(ckpt_rotary), device="cpu")
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def engine_video(ckpt_video):
+    from droplet3d.engine import DropletEngine
+
+    engine = DropletEngine.load(str(ckpt_video), device="cpu")
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def engine_noise(ckpt_noise):
+    from droplet3d.engine import DropletEngine
+
+    engine = DropletEngine.load(str(ckpt_noise), device="cpu")
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def picture() -> Image.Image:
+    """A structured test picture (a bright square on black, as the model's inputs look)."""
+    arr = np.zeros((48, 40, 3), dtype=np.uint8)
+    arr[10:38, 8:30] = (220, 120, 40)
+    arr[20:28, 14:22] = (30, 200, 90)
+    return Image.fromarray(arr)

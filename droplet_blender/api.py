@@ -43,6 +43,7 @@ def submit(
     token: str | None = None,
     front: bool = True,
     source: dict | None = None,
+    download_dir: str | Path | None = None,
     **params,
 ) -> JobState:
     """Start a job and return its state at once.
@@ -52,7 +53,8 @@ def submit(
     render (``camera=True``); reconstruct mode takes ``frames`` (paths in order, or a folder) or a
     ``video``. ``params`` are :class:`~droplet_blender.params.JobParams` fields (``mode``, ``steps``,
     ``width``, ``num_frames``, ``reconstruct``, ...). ``source`` (``{"centre", "size"}``) places the
-    imported rig; by default the rendered objects' bounds. Bad input raises before anything is sent:
+    imported rig; by default the rendered objects' bounds. ``server``, ``token`` and ``download_dir``
+    override the add-on preferences for this job. Bad input raises before anything is sent:
     ``ValueError`` (:class:`~droplet_blender.params.ParamError`, ``CaptureError``) or
     :class:`~droplet_blender.client.DropletClientError`.
     """
@@ -61,6 +63,8 @@ def submit(
         prefs.url = server
     if token is not None:
         prefs.token = token
+    if download_dir is not None:
+        prefs.download_dir = str(download_dir)
     client = prefs.client()
     job_params = JobParams(prompt=prompt, **params)
     job_params.validate()
@@ -69,8 +73,9 @@ def submit(
     found: dict = {}
     if frames is not None or video is not None:
         if frames is not None and not isinstance(frames, (list, tuple)):
-            folder = Path(frames)
-            frames = sorted(p for p in folder.iterdir() if p.suffix.lower() in capture.FRAME_SUFFIXES)
+            folder = Path(frames)  # a folder of frames, or one zip of them
+            frames = (sorted(p for p in folder.iterdir() if p.suffix.lower() in capture.FRAME_SUFFIXES)
+                      if folder.is_dir() else [folder])
         inputs = {"frames": [Path(p) for p in frames]} if frames is not None else {"video": Path(video)}
     elif image is not None:
         inputs = {"image": Path(image)}

@@ -113,6 +113,12 @@ class JobRunner(threading.Thread):
     def _post(self) -> None:
         self.events.put(dataclasses.replace(self.state, source=dict(self.state.source)))
 
+    def _update(self, status: dict) -> None:
+        self.state.apply_status(status)
+        if self.state.status == "succeeded":  # succeeded for us once the files are here
+            self.state.status = "downloading"
+        self._post()
+
     def run(self) -> None:
         try:
             self._follow()
@@ -129,8 +135,7 @@ class JobRunner(threading.Thread):
             self.state.status = "cancelled"
             return
         accepted = client.submit(self.params.to_json(), **self.inputs)
-        self.state.apply_status(accepted)
-        self._post()
+        self._update(accepted)
         status, cancel_sent, last_ok = accepted, False, time.monotonic()
         while status.get("status") not in TERMINAL:
             if self._cancel.is_set() and not cancel_sent:
@@ -146,14 +151,11 @@ class JobRunner(threading.Thread):
                 raise DropletClientError(
                     f"Lost the server during job {self.state.job_id} ({self.state.stage or self.state.status}): "
                     f"{exc.message}", code=exc.code) from None
-            self.state.apply_status(status)
-            self._post()
+            self._update(status)
         if status["status"] != "succeeded":
             if status["status"] == "failed" and not self.state.error:
                 self.state.error = "The job failed on the server (no reason given)."
             return
-        self.state.status = "downloading"
-        self._post()
         folder = self.download_dir / f"droplet-{self.state.job_id}"
         client.download_job(status, folder)
         self.state.folder, self.state.status = str(folder), "succeeded"

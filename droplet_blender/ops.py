@@ -93,6 +93,8 @@ class DROPLET_OT_generate(bpy.types.Operator):
         state = runtime.manager.submit(client, params, inputs, prefs.downloads(), source=source,
                                        poll_interval=prefs.poll_interval)
         runtime.auto_import.add(state.key)
+        runtime.apply_state(wm, state)  # listed at once, as "submitting"
+        wm.droplet_job_index = 0
         wm.droplet_last_error = ""
         if "image" in inputs:
             wm.droplet_preview = capture.show_preview(inputs["image"]).name

@@ -82,7 +82,7 @@ def find_item(wm, key: str):
     return next((item for item in wm.droplet_jobs if item.key == key), None)
 
 
-def apply_state(wm, state: JobState) -> None:
+def apply_state(wm, state: JobState, *, quiet: bool = False) -> None:
     item = find_item(wm, state.key)
     if item is None:
         item = wm.droplet_jobs.add()
@@ -95,7 +95,7 @@ def apply_state(wm, state: JobState) -> None:
     item.eta = -1.0 if state.eta_seconds is None else float(state.eta_seconds)
     item.queue_position = -1 if state.queue_position is None else int(state.queue_position)
     item.error, item.folder, item.prompt, item.created_at = state.error, state.folder, state.prompt, state.created_at
-    if state.status == previous:
+    if state.status == previous or quiet:
         return
     name = state.job_id or state.key
     if state.status == "failed":
@@ -129,7 +129,7 @@ def refresh_history(wm, download_dir: Path) -> None:
     for state in reversed(load_history(download_dir)):
         if state.job_id not in known:
             state.key = state.key or state.job_id
-            apply_state(wm, state)
+            apply_state(wm, state, quiet=True)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float | None = None, interval: float = 0.05) -> bool:

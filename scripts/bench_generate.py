@@ -101,7 +101,9 @@ def bench_transformer(args, device, dtype) -> list[dict]:
             run = model
             if "fused" in variant:
                 model.fuse_qkv_projections()
-            if "compile" in variant:
+            if "regional" in variant:
+                model.compile_repeated_blocks(fullgraph=True)  # one compiled block reused by all 42
+            elif "compile" in variant:
                 run = torch.compile(model, fullgraph=False)
             backend = variant.split("+")[-1] if variant.split("+")[-1] in ("flash", "cudnn", "efficient") else "auto"
             if device.type == "cuda":
@@ -221,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rotary", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--offload", default="none", help="comma list of none,model,sequential")
     parser.add_argument("--variants", default="eager",
-                        help="transformer mode: comma list of eager, fused, compile, eager+cudnn, compile+fused ...")
+                        help="transformer mode: comma list of eager, fused, compile, regional, eager+cudnn ...")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     full = args.size == "full"

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 BLENDER_PYTHON = REPO / ".venv-blender" / "bin" / "python"
 CACHE = REPO / ".cache" / "renders"
 OBJECTS = ("suzanne", "torus", "cup", "textured")
-SPEC_VERSION = 3  # bump when the scenes change so cached renders are redone
+SPEC_VERSION = 6  # bump when the scenes change so cached renders are redone
 
 
 def render(obj: str, orbit, size: int = 128, samples: int = 8, transparent: bool = False,
@@ -120,12 +120,17 @@ def _build_object(bpy, name: str):
 
 
 def _build_cup(bpy):
-    """A cup as a lathed profile: outer wall, rim, inner wall down to a thick floor (closed, manifold)."""
+    """A cup as a lathed profile: outer wall, rim, inner wall down to a thick floor (closed, manifold).
+
+    Wide enough for the floor to be visible from an orbit at 45° elevation: what no camera sees
+    cannot be carved.
+    """
     import bmesh
 
-    height, r_out, wall, floor_z = 0.9, 0.45, 0.06, -0.3
-    profile = [(0.0, -0.45), (r_out - 0.05, -0.45), (r_out, -0.4), (r_out, height / 2),
-               (r_out - wall, height / 2), (r_out - wall, floor_z + 0.03), (r_out - wall - 0.03, floor_z), (0.0, floor_z)]
+    height, r_out, wall, floor_z = 0.7, 0.5, 0.05, 0.0
+    profile = [(0.0, -0.35), (r_out - 0.05, -0.35), (r_out, -0.3), (r_out, height / 2),
+               (r_out - wall, height / 2), (r_out - wall, floor_z + 0.03), (r_out - wall - 0.03, floor_z),
+               (0.0, floor_z)]
     mesh = bpy.data.meshes.new("cup")
     bm = bmesh.new()
     segments = 64

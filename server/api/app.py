@@ -40,6 +40,17 @@ def existing_job(job_id: str, request: Request) -> str:
 
 
 JobId = Annotated[str, Depends(existing_job)]
+FORM_PARTS = {"params", "image", "frames", "video"}
+
+
+async def well_formed_parts(request: Request) -> None:
+    """Refuse unknown or repeated parts instead of silently taking the last one (the form is already parsed)."""
+    form = await request.form()
+    for name in form:
+        if name not in FORM_PARTS:
+            raise ApiError(422, f"unknown form part {name!r}; expected {sorted(FORM_PARTS)}", field=name)
+        if name != "frames" and len(form.getlist(name)) > 1:
+            raise ApiError(422, f"form part {name!r} was given more than once", field=name)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -74,6 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
     jobs = APIRouter(prefix="/v1/jobs", dependencies=[Depends(token_guard)], tags=["jobs"])
 
     @jobs.post("", status_code=202, response_model=JobCreated, max_body_size=settings.max_upload_bytes,
+               dependencies=[Depends(well_formed_parts)],
                form_limits={"max_files": settings.max_frames + 2, "max_fields": 8, "max_part_size": 256 * 1024})
     def create_job(
         params: Annotated[str, Form(description="JobParams as a JSON object")],

@@ -165,7 +165,7 @@ def _write_transformer(folder: Path, kind: str, rotary: bool, add_noise: bool, w
         "num_attention_heads": 2, "attention_head_dim": 16, "in_channels": 33, "out_channels": 16,
         "time_embed_dim": 16, "text_embed_dim": TINY_TEXT_DIM, "num_layers": 2,
         # A table grid unlike the 64x64x9 test runs, so the reference's trilinear resize and cut both act.
-        "sample_width": 10, "sample_height": 12, "sample_frames": 13, "patch_size": 2,
+        "sample_width": 10, "sample_height": 12, "sample_frames": 33, "patch_size": 2,
         "max_text_seq_length": 226, "use_rotary_positional_embeddings": rotary,
         "use_fps_embedding": kind == "dropletvideo", "add_noise_in_inpaint_model": add_noise,
         "text_seq_length": text_len,

@@ -53,6 +53,8 @@ class DropletTransformer3DModel(CogVideoXTransformer3DModel):
     absent in published checkpoints, where the per-model default applies).
     """
 
+    _repeated_blocks = ("CogVideoXBlock",)  # for diffusers' regional compilation (compile_repeated_blocks)
+
     def __init__(
         self,
         use_fps_embedding: bool = False,

@@ -51,5 +51,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     o = result.orbit
     print(f"orbit: {o.num_frames} frames, elevation {o.elevation_deg:.2f}°, fov {o.fov_deg:.2f}°, "
           f"{'ccw' if o.direction > 0 else 'cw'}, {'closed' if o.closed else 'open'} loop, radius {o.radius:g} m")
-    print(f"wrote {result.mesh_path} ({result.manifest.get('mesh', result.manifest.get('reconstruction', {}).get('mesh'))})")
+    section = result.manifest.get("reconstruction", result.manifest)
+    print(f"wrote {result.mesh_path}: {section['mesh']['faces']} faces, "
+          f"{section['timings_s']['total']:.1f} s")
     return 0

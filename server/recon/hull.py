@@ -55,7 +55,7 @@ def carve_hull(field: SilhouetteField, orbit: Orbit, resolution: int = 128, leve
     lo, hi = object_bounds(field, orbit)
     base = max(4, math.ceil(resolution / 2**levels))
     spacing = float((hi - lo).max()) / base
-    shape = tuple(int(math.ceil((hi[i] - lo[i]) / spacing)) + 1 for i in range(3))
+    shape = tuple(math.ceil((hi[i] - lo[i]) / spacing) + 1 for i in range(3))
     values = field(grid_points(lo, spacing, shape)).reshape(shape)
     px_per_unit = field.pixels_per_unit(orbit) * orbit.radius / max(orbit.radius - float(np.abs([lo, hi]).max()), 1e-3)
     for _ in range(levels):

@@ -130,7 +130,7 @@ def reconstruct(source: str | Path, out_dir: str | Path, options: ReconOptions |
 
     section = {
         "calibration": calibration,
-        "mesh": {"vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
+        "mesh": {"vertices": len(mesh.vertices), "faces": len(mesh.faces),
                  "watertight": bool(mesh.is_watertight), "winding_consistent": bool(mesh.is_winding_consistent),
                  "volume_m3": float(mesh.volume) if mesh.is_volume else None,
                  "bounds_m": mesh.bounds.round(5).tolist(), "carved_voxels": int(carved),

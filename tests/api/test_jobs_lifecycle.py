@@ -89,7 +89,7 @@ def test_orbit_job_asking_for_a_mesh_of_noise_fails_with_the_reason(model_server
         job_id = submit(client, {"prompt": "a cup", **FAST, "reconstruct": True, "mesh": SMALL_MESH}).json()["id"]
         status = wait_for(client, job_id)
     assert status["status"] == "failed" and status["error"]["code"] == "invalid_input"
-    assert "foreground" in status["error"]["message"] and status["artifacts"] == []
+    assert status["error"]["field"] == "frames" and status["error"]["message"] and status["artifacts"] == []
 
 
 def test_reconstruct_job_from_a_frames_zip(model_server):

@@ -20,11 +20,18 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
-def make_job(out: Path, *, frames=8, size=(64, 48), mode="orbit", job_id="fixture") -> Path:
-    """A synthetic finished job folder (tests/blender/make_job_fixture.py under the server's venv)."""
-    cmd = [str(SERVER_PY), str(REPO / "tests" / "blender" / "make_job_fixture.py"), str(out), "--frames",
-           str(frames), "--size", *map(str, size), "--mode", mode, "--id", job_id]
+def make_job(out: Path, *, frames=8, size=(64, 48), mode="orbit", job_id="fixture", rendered=False) -> Path:
+    """A synthetic finished job folder (tests/blender/make_job_fixture.py under the server's venv).
+
+    ``rendered``: replace the flat disc frames by Blender renders of a real object along the same cameras.
+    """
+    here = REPO / "tests" / "blender"
+    cmd = [str(SERVER_PY), str(here / "make_job_fixture.py"), str(out), "--frames", str(frames), "--size",
+           *map(str, size), "--mode", mode, "--id", job_id]
     subprocess.run(cmd, check=True, timeout=120, capture_output=True)
+    if rendered:
+        subprocess.run([sys.executable, str(here / "render_job_frames.py"), str(out)], check=True, timeout=300,
+                       capture_output=True)
     return out
 
 

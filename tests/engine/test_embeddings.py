@@ -55,14 +55,14 @@ def test_text_rows_beyond_226_receive_raw_spatial_rows():
 def test_transformer_table_is_zero_text_rows_then_sincos(engine_3d):
     pe = engine_3d.pipe.transformer.patch_embed
     table = pe.pos_embedding[0]
-    assert table.shape[0] == 226 + 4 * 6 * 5
+    assert table.shape[0] == 226 + 9 * 6 * 5
     assert torch.count_nonzero(table[:226]) == 0
     # 3D sin-cos: the temporal first quarter of the channels is constant within a frame, the spatial rest is the
     # same in every frame
     dim = table.shape[1]
-    video = table[226:].view(4, 30, dim)
+    video = table[226:].view(9, 30, dim)
     temporal, spatial = video[..., : dim // 4], video[..., dim // 4 :]
-    assert torch.allclose(spatial[0], spatial[3]) and torch.allclose(temporal[:, 0], temporal[:, 29])
+    assert torch.allclose(spatial[0], spatial[8]) and torch.allclose(temporal[:, 0], temporal[:, 29])
 
 
 @pytest.mark.parametrize(

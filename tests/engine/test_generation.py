@@ -161,10 +161,10 @@ def test_cancel_before_any_model_work(engine_3d, picture, tmp_path):
 
 
 def test_frames_beyond_the_positional_table_are_rejected(engine_3d, picture, tmp_path):
-    # the tiny table is 4 latent frames (13 pixel frames); the reference cannot add a shorter table
+    # the tiny table is 9 latent frames (33 pixel frames); the reference cannot add a shorter table
     with pytest.raises(InputError) as err:
-        generate(engine_3d, picture, tmp_path, num_frames=17)
-    assert err.value.field == "num_frames" and "13" in str(err.value)
+        generate(engine_3d, picture, tmp_path, num_frames=37)
+    assert err.value.field == "num_frames" and "33" in str(err.value)
 
 
 def test_view_align_without_assets_is_rejected(engine_3d, picture, tmp_path):

@@ -24,27 +24,34 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BLENDER_PYTHON = REPO / ".venv-blender" / "bin" / "python"
 CACHE = REPO / ".cache" / "renders"
-OBJECTS = ("suzanne", "torus", "cup", "textured")
+OBJECTS = ("suzanne", "torus", "cup", "textured", "marker")
+MARKER = (0.3, -0.2, 0.25)  # centre of the "marker" object's small emissive sphere (world, metres)
 SPEC_VERSION = 6  # bump when the scenes change so cached renders are redone
 
 
-def render(obj: str, orbit, size: int = 128, samples: int = 8, transparent: bool = False,
-           background: tuple[float, float, float] = (0.8, 0.8, 0.8), cache: Path = CACHE) -> Path:
+def render(obj: str | Path, orbit, size: int = 128, samples: int = 8, transparent: bool = False,
+           background: tuple[float, float, float] = (0.8, 0.8, 0.8), cache: Path = CACHE,
+           width: int | None = None) -> Path:
     """Render ``obj`` along ``orbit`` (a ``droplet3d.orbit.Orbit``); returns the cached render folder.
 
+    ``obj`` is one of ``OBJECTS`` (lit by a sun and the world) or the path of a ``.glb`` to show
+    unlit (its base colour as emission, for comparing a baked texture with the true frames).
     The folder holds ``frames/0000.png…`` (RGB, or RGBA when ``transparent``) and ``truth.ply``.
     """
     if not BLENDER_PYTHON.exists():
         raise RuntimeError(f"Blender's venv is missing: {BLENDER_PYTHON} (run `make setup`)")
-    if obj not in OBJECTS:
-        raise ValueError(f"unknown object {obj!r}; choose from {OBJECTS}")
+    glb = Path(obj) if str(obj).endswith(".glb") else None
+    if glb is None and obj not in OBJECTS:
+        raise ValueError(f"unknown object {obj!r}; choose from {OBJECTS} or a .glb path")
     spec = {
-        "version": SPEC_VERSION, "object": obj, "width": size, "height": size, "samples": samples,
+        "version": SPEC_VERSION, "object": str(obj), "width": width or size, "height": size, "samples": samples,
         "transparent": transparent, "background": list(background), "fov_deg": orbit.fov_deg,
         "cameras": orbit.camera_to_world().round(12).tolist(),
     }
+    if glb is not None:
+        spec["glb_sha256"] = hashlib.sha256(glb.read_bytes()).hexdigest()
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-    folder = cache / f"{obj}-{size}-{key}"
+    folder = cache / f"{glb.stem if glb else obj}-{size}-{key}"
     if (folder / "done").exists():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
@@ -105,6 +112,18 @@ def _build_object(bpy, name: str):
     elif name == "cup":
         obj = _build_cup(bpy)
         obj.data.materials.append(_material(bpy, "cup", (0.8, 0.8, 0.8), "checker"))
+    elif name == "marker":
+        ops.mesh.primitive_uv_sphere_add(radius=0.04, location=MARKER)
+        obj = bpy.context.active_object
+        mat = bpy.data.materials.new("marker")
+        mat.use_nodes = True
+        nodes = mat.node_tree.nodes
+        nodes.remove(nodes["Principled BSDF"])
+        emit = nodes.new("ShaderNodeEmission")
+        emit.inputs["Color"].default_value = (1.0, 0.0, 0.0, 1.0)
+        emit.inputs["Strength"].default_value = 5.0
+        mat.node_tree.links.new(emit.outputs[0], nodes["Material Output"].inputs["Surface"])
+        obj.data.materials.append(mat)
     elif name == "textured":
         ops.mesh.primitive_cube_add(size=0.8, rotation=(0.0, 0.0, math.radians(25)))
         obj = bpy.context.active_object
@@ -154,6 +173,20 @@ def _build_cup(bpy):
     return obj
 
 
+def _import_unlit(bpy, path: str):
+    """Import a GLB with Blender's glTF importer and show its base colour texture as emission."""
+    bpy.ops.import_scene.gltf(filepath=path)
+    obj = next(o for o in bpy.context.scene.objects if o.type == "MESH")
+    for slot in obj.material_slots:
+        nodes, links = slot.material.node_tree.nodes, slot.material.node_tree.links
+        image = next(n for n in nodes if n.type == "TEX_IMAGE")
+        emit = nodes.new("ShaderNodeEmission")
+        links.new(image.outputs["Color"], emit.inputs["Color"])
+        output = next(n for n in nodes if n.type == "OUTPUT_MATERIAL")
+        links.new(emit.outputs[0], output.inputs["Surface"])
+    return obj
+
+
 def main(spec_path: str) -> None:
     import bpy
     from mathutils import Matrix
@@ -162,17 +195,21 @@ def main(spec_path: str) -> None:
     out = Path(spec_path).parent
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
-    obj = _build_object(bpy, spec["object"])
+    build = _import_unlit if spec["object"].endswith(".glb") else _build_object
+    obj = build(bpy, spec["object"])
 
     world = bpy.data.worlds.new("world")
     scene.world = world
     world.use_nodes = True
     world.node_tree.nodes["Background"].inputs["Color"].default_value = (*spec["background"], 1.0)
     world.node_tree.nodes["Background"].inputs["Strength"].default_value = 1.0
-    sun = bpy.data.objects.new("sun", bpy.data.lights.new("sun", "SUN"))
-    sun.data.energy = 2.0
-    sun.rotation_euler = (math.radians(40), math.radians(10), math.radians(30))
-    scene.collection.objects.link(sun)
+    if not spec["object"].endswith(".glb"):
+        sun = bpy.data.objects.new("sun", bpy.data.lights.new("sun", "SUN"))
+        sun.data.energy = 2.0
+        sun.rotation_euler = (math.radians(40), math.radians(10), math.radians(30))
+        scene.collection.objects.link(sun)
+    else:
+        world.node_tree.nodes["Background"].inputs["Strength"].default_value = 0.0  # unlit: emission only
 
     scene.render.engine = "CYCLES"
     scene.cycles.device = "CPU"

@@ -147,8 +147,8 @@ def _unseen_underside(kept, origin, spacing, proj, centres, orbit: Orbit, sw: in
         return None
     z = points[seen, 2]
     if orbit.elevation_deg > 0:
-        return float(np.percentile(z, 2.0))
-    return float(np.percentile(z, 98.0))
+        return float(np.percentile(z, 1.0) - 0.5 * spacing)
+    return float(np.percentile(z, 99.0) + 0.5 * spacing)
 
 
 def _depth_map(all_hom: np.ndarray, proj: np.ndarray, sw: int, sh: int) -> np.ndarray:

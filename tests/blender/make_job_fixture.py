@@ -31,7 +31,7 @@ def frame_image(k: int, n: int, width: int, height: int):
     return img
 
 
-def write_job(out: Path, frames: int, width: int, height: int, mode: str, job_id: str) -> None:
+def write_job(out: Path, frames: int, width: int, height: int, mode: str, job_id: str, sphere: int = 0) -> None:
     import numpy as np
     import trimesh
     from droplet3d.orbit import Orbit, write_transforms
@@ -46,6 +46,8 @@ def write_job(out: Path, frames: int, width: int, height: int, mode: str, job_id
     if mode == "orbit":
         write_transforms(out / "transforms.json", Orbit(num_frames=frames, **ORBIT), width, height, paths)
         box = trimesh.creation.box(extents=MESH_SIZE)
+        if sphere:  # a heavier mesh for the benchmark: 20·4^n faces
+            box = trimesh.creation.icosphere(subdivisions=sphere, radius=0.5)
         box.apply_translation(MESH_CENTRE)
         z_up_to_y_up = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]], dtype=float)
         box.apply_transform(z_up_to_y_up)
@@ -61,9 +63,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs="+", default=[64])
     parser.add_argument("--mode", choices=("orbit", "video"), default="orbit")
     parser.add_argument("--id", default="fixture")
+    parser.add_argument("--sphere", type=int, default=0, help="an icosphere of 20·4^N faces instead of the box")
     args = parser.parse_args()
     width, height = (args.size * 2)[:2]
-    write_job(args.out, args.frames, width, height, args.mode, args.id)
+    write_job(args.out, args.frames, width, height, args.mode, args.id, args.sphere)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,39 @@
+"""Fixtures for the recon tests: small orbits that Blender renders from known meshes (cached in .cache/).
+
+Blender's venv is required: without it these fixtures fail (they never skip).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from droplet3d.orbit import Orbit
+from droplet3d.recon.export import BLENDER_TO_GLTF
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+import render_orbit  # noqa: E402
+
+SIZE = 128
+
+
+def rendered(name: str, orbit: Orbit, size: int = SIZE, transparent: bool = False) -> Path:
+    """Folder with ``frames/`` and ``truth.ply`` of ``name`` rendered along ``orbit``."""
+    return render_orbit.render(name, orbit, size=size, samples=8, transparent=transparent)
+
+
+def load_glb_in_blender_world(path: Path) -> trimesh.Trimesh:
+    mesh = trimesh.load(path, force="mesh")
+    mesh.apply_transform(np.linalg.inv(BLENDER_TO_GLTF))
+    return mesh
+
+
+SUZANNE_ORBIT = Orbit(num_frames=24, elevation_deg=25.0, fov_deg=40.0, radius=2.5)
+
+
+@pytest.fixture(scope="session")
+def suzanne() -> Path:
+    return rendered("suzanne", SUZANNE_ORBIT)

@@ -1,0 +1,49 @@
+import cv2
+import numpy as np
+from conftest import SUZANNE_ORBIT, rendered
+from droplet3d.recon.frames import load_frames
+from droplet3d.recon.masks import compute_masks
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def _scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A ring (a through-hole, like a torus) on a tone-varying background with a soft shadow and JPEG noise."""
+    h = w = 160
+    yy, xx = np.mgrid[0:h, 0:w]
+    background = np.stack([200 + 25 * xx / w, 205 + 15 * yy / h, 215 - 10 * xx / w], axis=-1)
+    r = np.hypot(xx - 80, yy - 75)
+    truth = (r < 45) & (r > 20)
+    shadow = np.exp(-(((xx - 85) / 45.0) ** 2 + ((yy - 128) / 10.0) ** 2))  # soft, below the object
+    image = background * (1 - 0.25 * shadow)[..., None]
+    image[truth] = (60, 120, 40) + 20 * np.sin(xx[truth] / 5.0)[:, None]
+    image = np.clip(image + np.random.default_rng(seed).normal(0, 3, image.shape), 0, 255).astype(np.uint8)
+    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 75])
+    return cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED), truth
+
+
+def test_plain_background_mask_ignores_tone_ramp_shadow_and_jpeg_noise_and_keeps_the_hole():
+    image, truth = _scene()
+    mask = compute_masks(image[None])[0]
+    assert _iou(mask, truth) > 0.95
+    assert not mask[80, 80 - 5]  # the ring's hole stays open
+    assert not mask[128, 85]  # the shadow's core is background
+
+
+def test_alpha_channel_is_used_when_frames_carry_it():
+    rgb = np.full((1, 64, 64, 3), 128, np.uint8)  # colour says nothing: only alpha can tell
+    alpha = np.zeros((1, 64, 64), np.uint8)
+    alpha[0, 20:40, 10:50] = 255
+    mask = compute_masks(rgb, alpha)[0]
+    assert mask.sum() == 20 * 40 and mask[30, 30]
+
+
+def test_mask_from_a_rendered_background_matches_the_renders_alpha():
+    opaque = load_frames(rendered("suzanne", SUZANNE_ORBIT) / "frames")
+    with_alpha = load_frames(rendered("suzanne", SUZANNE_ORBIT, transparent=True) / "frames")
+    assert opaque.alpha is None and with_alpha.alpha is not None
+    ours = compute_masks(opaque.rgb)
+    reference = compute_masks(with_alpha.rgb, with_alpha.alpha)
+    assert _iou(ours, reference) > 0.97

@@ -25,7 +25,7 @@ def compute_masks(rgb: np.ndarray, alpha: np.ndarray | None = None, names: list[
     masks = np.empty(rgb.shape[:3], dtype=bool)
     for k in range(rgb.shape[0]):
         if alpha is not None:
-            masks[k] = clean_mask(alpha[k] >= 128)
+            masks[k] = clean_mask(alpha[k] >= 128, smooth=False)
         else:
             masks[k] = clean_mask(background_difference(rgb[k]))
         _check_mask(masks[k], names[k])
@@ -94,13 +94,15 @@ def _fit_background(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.nda
     return (coef[0] + (gx / w - 0.5)[..., None] * coef[1] + (gy / h - 0.5)[..., None] * coef[2]).astype(np.float32)
 
 
-def clean_mask(mask: np.ndarray) -> np.ndarray:
-    """Morphological clean-up: drop specks, fill pinholes (not through-holes), keep the object's components."""
+def clean_mask(mask: np.ndarray, smooth: bool = True) -> np.ndarray:
+    """Clean-up: drop specks (opening/closing when ``smooth``), fill pinholes (not through-holes), keep the
+    object's components. Alpha masks are exact and skip the smoothing."""
     h, w = mask.shape
-    radius = max(1, round(min(h, w) / 256))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    m = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel)
-    m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, kernel)
+    m = mask.astype(np.uint8)
+    if smooth:
+        radius = max(1, round(min(h, w) / 256))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        m = cv2.morphologyEx(cv2.morphologyEx(m, cv2.MORPH_OPEN, kernel), cv2.MORPH_CLOSE, kernel)
     # Fill background islands that are tiny (noise inside the object); a torus hole is far larger.
     n, labels, stats, _ = cv2.connectedComponentsWithStats(1 - m, connectivity=4)
     small_hole = max(8, int(2e-4 * h * w))

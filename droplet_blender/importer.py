@@ -315,8 +315,8 @@ def _import_video(folder, coll, job_id, scene, record, set_scene) -> None:
         scene.frame_end = scene.frame_start + count - 1
         scene.render.resolution_x, scene.render.resolution_y = width, height
         scene.render.resolution_percentage = 100
-        fps = (json.loads((folder / "manifest.json").read_text()).get("params", {}).get("fps")
-               if (folder / "manifest.json").is_file() else None)
+        manifest = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").is_file() else {}
+        fps = manifest.get("video_fps") or (manifest.get("params") or {}).get("fps")  # playback rate of the clip
         if fps:
             scene.render.fps = int(fps)
         scene.camera = cam

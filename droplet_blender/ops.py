@@ -52,8 +52,8 @@ def health_summary(health: dict) -> str:
     models = ", ".join(f"{m.get('role')}{'' if m.get('present') else ' (missing)'}" for m in health.get("models", []))
     gpu = (health.get("gpu") or {}).get("name")
     queue = health.get("queue_length", 0)
-    return f"OK {health.get('version', '')} · {gpu or health.get('device') or 'cpu'} · {models or 'no models'} · " \
-           f"queue {queue}"
+    device = gpu or health.get("device") or "cpu"
+    return f"OK {health.get('version', '')} · {device} · {models or 'no models'} · queue {queue}"
 
 
 class DROPLET_OT_preview_input(bpy.types.Operator):
@@ -186,7 +186,7 @@ class DROPLET_OT_report(bpy.types.Operator):
 
     bl_idname = "droplet.report"
     bl_label = "Droplet Report"
-    bl_options = frozenset({"INTERNAL"})
+    bl_options = {"INTERNAL"}  # noqa: RUF012  (Blender reads a plain set)
     kind: bpy.props.EnumProperty(items=[(k, k, "") for k in ("INFO", "WARNING", "ERROR")])
     message: bpy.props.StringProperty()
 

@@ -45,7 +45,10 @@ def default_download_dir() -> Path:
 def settings(context: bpy.types.Context | None = None) -> Settings:
     """The preferences when the add-on is enabled, else defaults (``DROPLET_URL``/``DROPLET_TOKEN`` env vars)."""
     context = context or bpy.context
-    addon = context.preferences.addons.get(ADDON)
+    addons = context.preferences.addons
+    # Scripts may import the repository copy while the installed extension holds the preferences.
+    addon = addons.get(ADDON) or next((a for name, a in addons.items() if name.rpartition(".")[2] == "droplet_blender"),
+                                      None)
     if addon is None:
         return Settings(url=os.environ.get("DROPLET_URL", DEFAULT_URL), token=os.environ.get("DROPLET_TOKEN", ""))
     p = addon.preferences

@@ -110,7 +110,7 @@ class DROPLET_PT_prompt(_DropletPanel, bpy.types.Panel):
 class DROPLET_PT_settings(_DropletPanel, bpy.types.Panel):
     bl_label = "Settings"
     bl_parent_id = "DROPLET_PT_main"
-    bl_options = frozenset({"DEFAULT_CLOSED"})
+    bl_options = {"DEFAULT_CLOSED"}  # noqa: RUF012  (Blender reads a plain set)
 
     def draw(self, context):
         layout, props = self.layout, context.scene.droplet

@@ -47,7 +47,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--frames", type=int, default=85)
-    parser.add_argument("--samples", type=int, default=16, help="Cycles samples per pixel")
+    parser.add_argument("--samples", type=int, default=4, help="Cycles samples per pixel")
     parser.add_argument("--objects", nargs="+", default=list(SCENES), choices=list(SCENES))
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args()

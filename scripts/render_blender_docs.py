@@ -1,18 +1,27 @@
-"""Render the README's picture of an imported job (docs/blender-import.png) with Workbench.
+"""Render the README's pictures: an imported job (docs/blender-import.png, Workbench) and the panel
+while a job runs (docs/blender-panel.png).
 
     .venv-blender/bin/python scripts/render_blender_docs.py [--out docs/blender-import.png]
 
 A real round trip: Blender renders an orbit of a box with a ball, a live ``droplet3d serve`` (tiny
 checkpoint) reconstructs it in reconstruct mode, and the add-on's API imports the result onto a
 source cube. Camera frusta are drawn as wire meshes for the picture only (cameras do not render).
+
+Background Blender has no UI and no GPU drawing, so the panel cannot be screenshot: its picture is
+drawn with PIL (under the server's venv) from the calls that the panel's real ``draw`` code makes
+while an orbit job is denoising on the same server, recorded by tests/blender/layout_recorder.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 from bench_blender import REPO, make_job, start_server
 
@@ -35,6 +44,102 @@ def frustum(name: str, cam, coll):
     obj = bpy.data.objects.new(name, curve)
     coll.objects.link(obj)
     return obj
+
+
+def record_panel(url: str, image: Path) -> list[dict]:
+    """The panels' draw calls, with values, while a real orbit job is denoising."""
+    import bpy
+
+    import droplet_blender
+    from droplet_blender import runtime
+
+    sys.path.insert(0, str(REPO / "tests" / "blender"))
+    from layout_recorder import Layout
+
+    class ValueLayout(Layout):
+        def prop(self, data, name, *, text=None, **kw):
+            super().prop(data, name, text=text, **kw)
+            rna = data.bl_rna.properties[name]
+            value = getattr(data, name)
+            if rna.type == "ENUM":
+                value = rna.enum_items[value].name if isinstance(value, str) else value
+            elif rna.type == "POINTER":
+                value = value.name if value else ""
+            elif rna.type == "FLOAT" and not getattr(rna, "is_array", False):
+                value = f"{value:.2f}"
+            elif rna.type == "FLOAT":
+                value = "colour"
+            self.log[-1] = ("prop", rna.name if text is None else text, value, rna.type)
+
+        def operator(self, idname, *, text=None, **kw):
+            props = super().operator(idname, text=text, **kw)
+            module, name = idname.split(".")
+            label = getattr(getattr(bpy.ops, module), name).get_rna_type().name
+            self.log[-1] = ("operator", idname, f"[{label}]" if text == "" else text or label)
+            return props
+
+    droplet_blender.register()
+    os.environ["DROPLET_URL"] = url
+    props = bpy.context.scene.droplet
+    props.source, props.filepath, props.steps, props.frames = "FILE", str(image), 400, 9
+    props.prompt = ("A weathered bronze teapot with a curved spout, a domed lid topped by a small knob, "
+                    "and a looping handle, standing on a plain white background.")
+    props.custom_size, props.width, props.height, props.reconstruct = True, 64, 64, False
+    bpy.ops.droplet.check_server()
+    bpy.ops.droplet.generate()
+    runtime.wait_until(lambda: bpy.context.window_manager.droplet_jobs[0].step >= 3, timeout=120)
+    entries = []
+    for name in ("DROPLET_PT_main", "DROPLET_PT_input", "DROPLET_PT_prompt", "DROPLET_PT_settings", "DROPLET_PT_jobs"):
+        panel = getattr(bpy.types, name)
+        layout = ValueLayout()
+        panel.draw(SimpleNamespace(layout=layout), bpy.context)
+        entries.append({"panel": panel.bl_label, "calls": [list(map(str, call)) for call in layout.log]})
+    runtime.manager.cancel(bpy.context.window_manager.droplet_jobs[0].key)
+    runtime.wait_until(lambda: not runtime.manager.busy(), timeout=60)
+    droplet_blender.unregister()
+    return entries
+
+
+def draw_panel_png(entries: list[dict], out: Path) -> None:
+    """A sidebar-like drawing of recorded draw calls (runs under the server's venv, which has PIL)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=13)
+    width, row = 420, 24
+    rows = sum(1 + sum(c[0] in ("label", "prop", "operator", "progress") for c in e["calls"]) for e in entries)
+    image = Image.new("RGB", (width, rows * row + 16), (48, 48, 48))
+    draw = ImageDraw.Draw(image)
+    y = 8
+    for entry in entries:
+        draw.rectangle((4, y, width - 4, y + row - 4), fill=(61, 61, 61))
+        draw.text((12, y + 4), entry["panel"], font=font, fill=(240, 240, 240))
+        y += row
+        for call in entry["calls"]:
+            kind = call[0]
+            if kind == "label" and call[1]:
+                draw.text((16, y + 4), call[1], font=font, fill=(200, 200, 200))
+            elif kind == "prop":
+                label, value, rtype = call[1], call[2], call[3]
+                if rtype == "BOOLEAN":
+                    box = (16, y + 5, 28, y + 17)
+                    draw.rectangle(box, fill=(71, 114, 179) if value == "True" else (84, 84, 84))
+                    draw.text((34, y + 4), label, font=font, fill=(220, 220, 220))
+                else:
+                    draw.rounded_rectangle((16, y + 2, width - 16, y + row - 3), 4, fill=(84, 84, 84))
+                    text = f"{label}: {value}" if label else value
+                    draw.text((22, y + 4), text[:58], font=font, fill=(230, 230, 230))
+            elif kind == "operator":
+                draw.rounded_rectangle((16, y + 2, width - 16, y + row - 3), 4, fill=(88, 88, 88))
+                draw.text((22, y + 4), call[2], font=font, fill=(240, 240, 240))
+            elif kind == "progress":
+                fraction = float(call[1])
+                draw.rounded_rectangle((16, y + 2, width - 16, y + row - 3), 4, fill=(84, 84, 84))
+                draw.rounded_rectangle((16, y + 2, 16 + (width - 32) * fraction, y + row - 3), 4, fill=(71, 114, 179))
+                draw.text((22, y + 4), call[2], font=font, fill=(255, 255, 255))
+            else:
+                continue
+            y += row
+    image.save(out)
 
 
 def render(path: Path) -> None:
@@ -86,6 +191,7 @@ def main() -> int:
                                  source={"centre": [1.0, 1.0, 0.5], "size": 1.0})
             job = droplet.wait(job, timeout=300)
             coll = droplet.import_job(job)
+            panel = record_panel(url, orbit / "frames" / "0000.png")
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -124,9 +230,15 @@ def main() -> int:
         wires.hide_render, mesh.hide_render = True, False
         render(tmp / "right.png")
         side_by_side(tmp / "left.png", tmp / "right.png", args.out.resolve())
+        (tmp / "panel.json").write_text(json.dumps(panel))
+        subprocess.run([str(REPO / ".venv" / "bin" / "python"), __file__, "--draw-panel", str(tmp / "panel.json"),
+                        str(args.out.with_name("blender-panel.png"))], check=True, timeout=120)
     print(f"wrote {args.out}")
     return 0
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--draw-panel"]:  # the PIL half, under the server's venv
+        draw_panel_png(json.loads(Path(sys.argv[2]).read_text()), Path(sys.argv[3]))
+        sys.exit(0)
     sys.exit(main())

@@ -220,6 +220,7 @@ def main(spec_path: str) -> None:
     scene.render.threads = max(1, min(2, os.cpu_count() or 1))
     scene.render.resolution_x, scene.render.resolution_y = spec["width"], spec["height"]
     scene.render.resolution_percentage = 100
+    scene.render.use_persistent_data = True  # keep the BVH between frames
     scene.render.film_transparent = spec["transparent"]
     scene.render.image_settings.file_format = "PNG"
     scene.render.image_settings.color_mode = "RGBA" if spec["transparent"] else "RGB"

@@ -78,18 +78,23 @@ def _refine_edges(image: np.ndarray, background: np.ndarray, mask: np.ndarray) -
 
 
 def _fit_background(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """A linear colour ramp ``c(x, y)`` fitted to the border pixels with two rounds of outlier trimming."""
+    """A linear colour ramp ``c(x, y)`` fitted to the border pixels, robust to an object touching the border.
+
+    Starts from the border's median colour (right while the object covers less than half of the border),
+    then refits the ramp to the pixels that agree with the current model.
+    """
     h, w = image.shape[:2]
     design = np.stack([np.ones(xs.size), xs / w - 0.5, ys / h - 0.5], axis=1)
     values = image[ys, xs]
-    keep = np.ones(xs.size, dtype=bool)
+    residual = np.linalg.norm(values - np.median(values, axis=0), axis=1)
+    coef = np.zeros((3, 3))
+    coef[0] = np.median(values, axis=0)
     for _ in range(3):
-        coef, *_ = np.linalg.lstsq(design[keep], values[keep], rcond=None)
-        residual = np.linalg.norm(design @ coef - values, axis=1)
-        cut = max(3.0 * 1.4826 * np.median(residual[keep]), 0.02)
-        keep = residual < cut
+        keep = residual < max(3.0 * 1.4826 * np.median(residual), 0.03)
         if keep.sum() < 16:
             break
+        coef, *_ = np.linalg.lstsq(design[keep], values[keep], rcond=None)
+        residual = np.linalg.norm(design @ coef - values, axis=1)
     gy, gx = np.mgrid[0:h, 0:w]
     return (coef[0] + (gx / w - 0.5)[..., None] * coef[1] + (gy / h - 0.5)[..., None] * coef[2]).astype(np.float32)
 

@@ -62,9 +62,16 @@ class ReconOptions:
         if self.texture_size not in (256, 512, 1024, 2048, 4096):
             raise InputError(f"texture size must be a power of two in [256, 4096], got {self.texture_size}",
                              field="texture_size")
+        # Given orbit parameters go through the orbit model's own checks (same fields, same messages).
+        Orbit(num_frames=1, elevation_deg=_or(self.elevation_deg, 0.0), fov_deg=_or(self.fov_deg, 40.0),
+              radius=_or(self.radius, DEFAULT_RADIUS), direction=_or(self.direction, 1))
         bad = [f for f in self.formats if f not in FORMATS]
         if bad or "glb" not in self.formats:
             raise InputError(f"formats must include glb and come from {FORMATS}, got {self.formats}", field="formats")
+
+
+def _or(value, default):
+    return default if value is None else value
 
 
 @dataclass
@@ -156,8 +163,8 @@ def _frames_masks_orbit(source: Path, options: ReconOptions, run: _Run):
     run.done("load")
     masks = compute_masks(frames.rgb, frames.alpha, frames.names)
     run.done("masks")
-    base = Orbit(num_frames=frames.count, radius=options.radius or DEFAULT_RADIUS,
-                 start_azimuth_deg=options.start_azimuth_deg or 0.0)
+    base = Orbit(num_frames=frames.count, radius=_or(options.radius, DEFAULT_RADIUS),
+                 start_azimuth_deg=_or(options.start_azimuth_deg, 0.0))
     given = {"elevation": options.elevation_deg, "fov": options.fov_deg, "direction": options.direction,
              "closed": options.closed}
     if options.calibrate:

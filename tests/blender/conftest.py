@@ -4,7 +4,9 @@ Blender's user resources (preferences, extensions) go to a fresh temporary folde
 ``bpy`` is first imported, so an installed extension never leaks between runs or into the user's setup.
 """
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,7 +17,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 PKG = "bl_ext.user_default.droplet_blender"  # where Blender's installer puts the extension
 SERVER_PY = REPO / ".venv" / "bin" / "python"
-os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="droplet-blender-user-"))
+os.environ["BLENDER_USER_RESOURCES"] = tempfile.mkdtemp(prefix="droplet-blender-user-")
+atexit.register(shutil.rmtree, os.environ["BLENDER_USER_RESOURCES"], ignore_errors=True)
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
@@ -86,13 +89,14 @@ def free_port() -> int:
 class LiveServer:
     """``droplet3d serve`` with a tiny random checkpoint on a free loopback port, in its own process."""
 
-    def __init__(self, ckpt: Path, jobs_dir: Path, log: Path):
+    def __init__(self, ckpt: Path, jobs_dir: Path, log: Path, video_ckpt: Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(log, "w")  # noqa: SIM115  (closed in stop())
+        video = ["--video-ckpt", str(video_ckpt)] if video_ckpt else []
         self.proc = subprocess.Popen(
-            [str(REPO / ".venv" / "bin" / "droplet3d"), "serve", "--ckpt", str(ckpt), "--port", str(self.port),
-             "--jobs-dir", str(jobs_dir)], stdout=self.log, stderr=subprocess.STDOUT)
+            [str(REPO / ".venv" / "bin" / "droplet3d"), "serve", "--ckpt", str(ckpt), *video, "--port",
+             str(self.port), "--jobs-dir", str(jobs_dir)], stdout=self.log, stderr=subprocess.STDOUT)
         self._wait_healthy()
 
     def _wait_healthy(self, timeout: float = 90.0) -> None:
@@ -122,18 +126,27 @@ class LiveServer:
         self.log.close()
 
 
-@pytest.fixture(scope="session")
-def tiny_ckpt(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ckpt") / "tiny"
-    subprocess.run([str(REPO / ".venv" / "bin" / "droplet3d"), "make-tiny-checkpoint", str(out)], check=True,
-                   timeout=300, capture_output=True)
+def _tiny(tmp_path_factory, kind: str) -> Path:
+    out = tmp_path_factory.mktemp("ckpt") / kind
+    subprocess.run([str(REPO / ".venv" / "bin" / "droplet3d"), "make-tiny-checkpoint", str(out), "--kind", kind],
+                   check=True, timeout=300, capture_output=True)
     return out
 
 
 @pytest.fixture(scope="session")
-def live_server(tiny_ckpt, tmp_path_factory):
+def tiny_ckpt(tmp_path_factory):
+    return _tiny(tmp_path_factory, "droplet3d")
+
+
+@pytest.fixture(scope="session")
+def tiny_video_ckpt(tmp_path_factory):
+    return _tiny(tmp_path_factory, "dropletvideo")
+
+
+@pytest.fixture(scope="session")
+def live_server(tiny_ckpt, tiny_video_ckpt, tmp_path_factory):
     root = tmp_path_factory.mktemp("server")
-    server = LiveServer(tiny_ckpt, root / "jobs", root / "serve.log")
+    server = LiveServer(tiny_ckpt, root / "jobs", root / "serve.log", video_ckpt=tiny_video_ckpt)
     yield server
     server.stop()
 

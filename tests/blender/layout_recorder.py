@@ -43,7 +43,7 @@ class Layout:
         assert icon in ICONS, f"unknown icon {icon!r}"
 
     def _child(self, **_):
-        return Layout(self.log)
+        return type(self)(self.log)
 
     row = column = box = split = grid_flow = column_flow = _child
 
@@ -83,7 +83,7 @@ class Layout:
         ui_list = getattr(bpy.types, listtype_name)
         assert propname in dataptr.bl_rna.properties and active_propname in active_dataptr.bl_rna.properties
         for index, item in enumerate(getattr(dataptr, propname)):
-            ui_list.draw_item(SimpleNamespace(), bpy.context, Layout(self.log), dataptr, item, 0, active_dataptr,
+            ui_list.draw_item(SimpleNamespace(), bpy.context, type(self)(self.log), dataptr, item, 0, active_dataptr,
                               active_propname, index)
         self.log.append(("template_list", listtype_name))
 

@@ -158,3 +158,58 @@ def test_server_not_running_fails_the_job_with_the_reason_in_panel_and_info_log(
     assert "connection refused" in wm.droplet_jobs[0].error
     assert any(kind == "ERROR" and "connection refused" in msg for kind, msg in runtime.reports)
     assert "connection refused" in " ".join(draw_panels().texts())  # the panel wraps long lines
+
+
+def test_panel_settings_become_the_job_params(scene):
+    props = scene.droplet
+    props.prompt, props.add_orbit_sentence, props.orbit_direction = "A  teapot,\n glazed.", True, "cw"
+    props.random_seed, props.custom_size, props.frames = True, False, 0
+    props.use_hints, props.hint_elevation, props.mesh_resolution = True, 15.0, 64
+    body = props.job_params().to_json()
+    assert body["prompt"].startswith("A teapot, glazed. The camera orbits") and "clockwise" in body["prompt"]
+    assert "seed" not in body and "width" not in body and "num_frames" not in body
+    assert body["orbit"] == {"elevation": 15.0, "fov": 40.0} and body["mesh"] == {"resolution": 64}
+    props.mode = "video"
+    body = props.job_params().to_json()
+    assert "orbit" not in body and "mesh" not in body and "The camera orbits" not in body["prompt"]
+
+
+def test_preview_shows_the_input_that_would_be_sent(scene, tmp_path):
+    bpy.context.preferences.addons[PKG].preferences.download_dir = str(tmp_path)
+    scene.droplet.source = "OBJECTS"
+    assert bpy.ops.droplet.preview_input() == {"FINISHED"}
+    image = bpy.data.images[bpy.context.window_manager.droplet_preview]
+    assert tuple(image.size) == (64, 64) and image.preview is not None
+    assert ("template_icon", image.preview.icon_id) in draw_panels().log
+
+
+def test_preferences_draw_and_are_found_by_scripts_using_the_repository_copy(scene):
+    from types import SimpleNamespace
+
+    from layout_recorder import Layout
+
+    import droplet_blender.prefs as repo_prefs  # the repository copy, as scripts/blender_generate.py imports it
+
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    prefs.server_url, prefs.token = "127.0.0.1:9999", "s3cret"
+    layout = Layout()
+
+    class Proxy(SimpleNamespace):
+        def __getattr__(self, name):
+            return getattr(prefs, name)
+
+    type(prefs).draw(Proxy(layout=layout), bpy.context)
+    assert ("prop", "token", None) in layout.log and ("prop", "download_dir", None) in layout.log
+    found = repo_prefs.settings()
+    assert (found.url, found.token) == ("127.0.0.1:9999", "s3cret")
+
+
+def test_check_server_against_nothing_shows_why_in_the_panel(scene):
+    runtime = module("runtime")
+    wm = bpy.context.window_manager
+    bpy.context.preferences.addons[PKG].preferences.server_url = f"localhost:{free_port()}"
+    assert bpy.ops.droplet.check_server() == {"FINISHED"}  # returns at once; the answer comes by the timer
+    assert bpy.app.timers.is_registered(runtime.pump)
+    assert runtime.wait_until(lambda: not wm.droplet_server_status.startswith("Checking"), timeout=30)
+    assert not wm.droplet_server_ok and "connection refused" in wm.droplet_server_status
+    assert "connection refused" in " ".join(draw_panels().texts())

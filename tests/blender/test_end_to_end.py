@@ -192,3 +192,50 @@ def test_history_lists_finished_jobs_from_disk_and_reimports_idempotently(connec
     assert {k: len(getattr(bpy.data, k)) for k in counts} == counts
     assert bpy.ops.droplet.remove_job(key=item.key) == {"FINISHED"}
     assert not any(i.job_id == job_id for i in wm.droplet_jobs)
+
+
+def test_generate_video_end_to_end_imports_the_clip_as_an_image_sequence(connected):
+    props = connected.droplet
+    props.mode, props.steps, props.frames, props.fps = "video", 2, 9, 8
+    props.width, props.height = 64, 48
+    props.source = "CAMERA"  # the scene camera's render is the input
+    text = bpy.data.texts.new("Dense Prompt")  # a dense prompt from a Text datablock, 260 words on many lines
+    text.write("\n".join(" ".join(f"word{k}" for k in range(i, i + 10)) for i in range(0, 260, 10)))
+    props.use_text, props.prompt_text = True, text
+    assert bpy.ops.droplet.generate() == {"FINISHED"}
+    pump_until(lambda: latest_job().status in ("succeeded", "failed", "cancelled"))
+    item = latest_job()
+    assert item.status == "succeeded", item.error
+    coll = bpy.data.collections[item.collection]
+    cam = next(o for o in coll.all_objects if o.type == "CAMERA")
+    plane = next(o for o in coll.all_objects if o.type == "MESH")
+    tex = plane.active_material.node_tree.nodes["Frame"]
+    assert tex.image.source == "SEQUENCE" and tex.image_user.frame_duration == 9
+    assert tuple(tex.image.size) == (64, 48)
+    assert cam.data.background_images[0].image == tex.image
+    assert (connected.frame_end - connected.frame_start + 1, connected.render.fps, connected.camera) == (9, 8, cam)
+    manifest = json.loads((module("jobs").Path(item.folder) / "manifest.json").read_text())
+    assert manifest["params"]["fps"] == 8 and manifest["params"]["prompt"] == props.prompt_value()
+    assert len(manifest["params"]["prompt"].split()) == 260 and "word259" in manifest["params"]["prompt"]
+
+
+def test_scripting_api_submits_an_object_waits_and_imports(connected, live_server, tmp_path):
+    import droplet_blender as droplet  # the repository copy, as a script would import it
+
+    cube = bpy.data.objects["Cube"]
+    job = droplet.submit("A grey cube.", object=cube, mode="video", steps=2, width=64, height=48, num_frames=5,
+                         fps=8, server=live_server.url, download_dir=tmp_path)
+    assert job.source["centre"] == pytest.approx([2.0, 1.0, 0.5])
+    job = droplet.wait(job, timeout=120)
+    coll = droplet.import_job(job)
+    assert coll.name == f"Droplet {job.job_id}" and (tmp_path / f"droplet-{job.job_id}" / "frames.zip").is_file()
+    count = len(list((tmp_path / f"droplet-{job.job_id}" / "frames").glob("*.png")))
+    plane = next(o for o in coll.all_objects if o.type == "MESH")
+    assert count >= 5 and plane.active_material.node_tree.nodes["Frame"].image_user.frame_duration == count
+    with pytest.raises(droplet.DropletJobFailed, match="foreground"):
+        blank = tmp_path / "blank"
+        blank.mkdir()
+        for k in range(8):
+            bpy.data.images.new(f"b{k}", 16, 16).save(filepath=str(blank / f"{k:04d}.png"))
+        droplet.wait(droplet.submit(mode="reconstruct", frames=blank, server=live_server.url, download_dir=tmp_path),
+                     timeout=120)

@@ -38,5 +38,8 @@ serve: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/python scripts/demo.py $(ARGS)
 
+extension: $(BVENV)/.installed
+	$(BVENV)/bin/python scripts/build_extension.py
+
 clean:
 	rm -rf $(VENV) $(BVENV) build dist *.egg-info

@@ -15,7 +15,7 @@ from droplet3d.orbit import Orbit
 from droplet3d.recon.export import BLENDER_TO_GLTF
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import render_orbit  # noqa: E402
+import render_orbit
 
 SIZE = 128
 

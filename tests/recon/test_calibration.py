@@ -4,7 +4,7 @@ import json
 
 import imageio_ffmpeg
 import numpy as np
-from conftest import SUZANNE_ORBIT, rendered, render_orbit
+from conftest import SUZANNE_ORBIT, render_orbit, rendered
 from droplet3d.orbit import Orbit, project, read_transforms
 from droplet3d.recon import ReconOptions, calibrate
 from droplet3d.recon.calibration import detect_closed_loop

@@ -20,7 +20,7 @@ def _scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     image = background * (1 - 0.25 * shadow)[..., None]
     image[truth] = (60, 120, 40) + 20 * np.sin(xx[truth] / 5.0)[:, None]
     image = np.clip(image + np.random.default_rng(seed).normal(0, 3, image.shape), 0, 255).astype(np.uint8)
-    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    _, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
     return cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED), truth
 
 

@@ -68,7 +68,7 @@ def test_glb_round_trips_through_trimesh_with_texture_uvs_and_vertex_colours(job
     mesh = next(iter(scene.geometry.values()))
     material = mesh.visual.material
     assert material.baseColorTexture.size == (512, 512)
-    assert mesh.visual.uv.shape == (len(mesh.vertices), 2) and (0 <= mesh.visual.uv).all() and (mesh.visual.uv <= 1).all()
+    assert mesh.visual.uv.shape == (len(mesh.vertices), 2) and (mesh.visual.uv >= 0).all() and (mesh.visual.uv <= 1).all()
     colours = mesh.vertex_attributes["_COLOR"]
     assert colours.shape == (len(mesh.vertices), 4)
     texture = np.asarray(material.baseColorTexture.convert("RGB"), np.float64)

@@ -12,13 +12,14 @@ dims for a CPU. Prints seconds per step, the projected 50-step time, peak memory
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
+import re
 import sys
 import time
 from pathlib import Path
 
 import torch
+from droplet3d.engine.device import ATTENTION_BACKENDS, attention_context
 from droplet3d.engine.embeddings import rotary_embedding
 from droplet3d.engine.transformer import DropletTransformer3DModel
 
@@ -59,13 +60,15 @@ def peak_gb(device) -> float:
     return torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else float("nan")
 
 
-def attention_backend(name: str):
-    if name == "auto":
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+def attention_kernels(run, inputs: tuple, kwargs: dict) -> list[str]:
+    """Names of the attention ops and kernels one forward really launches (which SDPA kernel ran)."""
+    from torch.profiler import ProfilerActivity, profile
 
-    return sdpa_kernel({"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
-                        "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}[name])
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        run(*inputs, **kwargs)
+    pattern = re.compile(r"flash|fmha|attention|cudnn|sdpa|sdp_", re.I)
+    return sorted({e.key[:90] for e in prof.key_averages() if pattern.search(e.key)})[:8]
 
 
 def place(model, offload: str, device):
@@ -102,15 +105,16 @@ def bench_transformer(args, device, dtype) -> list[dict]:
             if "fused" in variant:
                 model.fuse_qkv_projections()
             if "regional" in variant:
+                torch._dynamo.reset()  # recompile under this variant's SDPA kernel, not an earlier one's
                 model.compile_repeated_blocks(fullgraph=True)  # one compiled block reused by all 42
             elif "compile" in variant:
                 run = torch.compile(model, fullgraph=False)
-            backend = variant.split("+")[-1] if variant.split("+")[-1] in ("flash", "cudnn", "efficient") else "auto"
+            backend = variant.split("+")[-1] if variant.split("+")[-1] in ATTENTION_BACKENDS else None
             if device.type == "cuda":
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
             times = []
-            with torch.no_grad(), attention_backend(backend):
+            with torch.no_grad(), attention_context(backend):
                 for i in range(args.warmup + args.steps):
                     sync(device)
                     t0 = time.perf_counter()
@@ -118,6 +122,8 @@ def bench_transformer(args, device, dtype) -> list[dict]:
                     sync(device)
                     if i >= args.warmup:
                         times.append(time.perf_counter() - t0)
+                peak = peak_gb(device)
+                kernels = attention_kernels(run, (x, text, t), {"image_rotary_emb": rope, "return_dict": False})
             err = None
             if offload == "none":
                 if reference_out is None:
@@ -127,8 +133,8 @@ def bench_transformer(args, device, dtype) -> list[dict]:
                 model.unfuse_qkv_projections()
             step = sorted(times)[len(times) // 2]
             rows.append({"mode": "transformer", "variant": variant, "offload": offload, "s_per_step": step,
-                         "projected_50_steps_s": 50 * step, "peak_gb": peak_gb(device),
-                         "tflops": flops / step / 1e12, "rel_err_vs_eager": err})
+                         "projected_50_steps_s": 50 * step, "peak_gb": peak,
+                         "tflops": flops / step / 1e12, "rel_err_vs_eager": err, "attention_ops": kernels})
             print(json.dumps(rows[-1]), flush=True)
             if offload != "none":
                 from accelerate.hooks import remove_hook_from_module
@@ -223,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rotary", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--offload", default="none", help="comma list of none,model,sequential")
     parser.add_argument("--variants", default="eager",
-                        help="transformer mode: comma list of eager, fused, compile, regional, eager+cudnn ...")
+                        help="transformer mode: comma list of eager, fused, compile, regional, each optionally "
+                        "+flash, +cudnn, +efficient or +math (SDPA restricted to that kernel), e.g. "
+                        "eager,eager+cudnn,regional; regional variants compile the blocks in place: list them last")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     full = args.size == "full"

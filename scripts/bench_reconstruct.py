@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ SCENES = {
 RADIUS = 2.5
 BACKGROUND = (0.8, 0.8, 0.8)
 HELD_OUT = 4
+TIME = "/usr/bin/time"
 
 
 def main() -> int:
@@ -88,14 +88,13 @@ def _run(name: str, mode: str, frames: Path, orbit: Orbit, truth, held: Orbit, t
     if mode == "given":
         cmd += ["--elevation", str(orbit.elevation_deg), "--fov", str(orbit.fov_deg),
                 "--direction", "ccw" if orbit.direction > 0 else "cw", "--closed" if orbit.closed else "--open"]
+    # GNU time reports the child's own peak RSS (a forked child's ru_maxrss would include this process's).
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, _, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([TIME, "-f", "PEAK_KB %M", *cmd], capture_output=True, text=True)
     wall = time.perf_counter() - start
-    stdout, stderr = proc.stdout.read(), proc.stderr.read()
-    proc.returncode = 0
-    if not (out / "job" / "mesh.glb").exists():
-        raise RuntimeError(f"{name}/{mode}: reconstruction failed:\n{stdout}\n{stderr}")
+    if proc.returncode != 0 or not (out / "job" / "mesh.glb").exists():
+        raise RuntimeError(f"{name}/{mode}: reconstruction failed:\n{proc.stdout}\n{proc.stderr}")
+    peak_kb = int(proc.stderr.rsplit("PEAK_KB", 1)[1].split()[0])
     manifest = json.loads((out / "job" / "manifest.json").read_text())
     mesh = trimesh.load(out / "job" / "mesh.glb", force="mesh")
     mesh.apply_transform(np.linalg.inv(BLENDER_TO_GLTF))  # back to Blender's world
@@ -109,7 +108,7 @@ def _run(name: str, mode: str, frames: Path, orbit: Orbit, truth, held: Orbit, t
         "direction_ok": est["direction"] == orbit.direction, "closed_ok": est["closed"] == orbit.closed,
         "recon_s": manifest["timings_s"]["total"], "process_s": wall,
         "calibration_s": manifest["calibration"]["seconds"],
-        "peak_rss_mb": usage.ru_maxrss / 1024.0, "faces": manifest["mesh"]["faces"],
+        "peak_rss_mb": peak_kb / 1024.0, "faces": manifest["mesh"]["faces"],
         "watertight": manifest["mesh"]["watertight"],
     }
     return row

@@ -8,7 +8,8 @@ Two halves in one file so the orbit maths stays in ``droplet3d.orbit``:
   textured box), renders every camera with Cycles on the CPU and exports the true mesh as PLY
   (world coordinates, Blender's +Z up).
 
-Renders are cached under ``.cache/renders/<hash of the spec>`` (ignored by git).
+Renders are cached under ``.cache/renders/<object>-<size>-<hash of the spec>`` (ignored by git;
+``DROPLET_RENDER_CACHE`` moves it).
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BLENDER_PYTHON = REPO / ".venv-blender" / "bin" / "python"
-CACHE = REPO / ".cache" / "renders"
+CACHE = Path(os.environ.get("DROPLET_RENDER_CACHE", REPO / ".cache" / "renders"))
 OBJECTS = ("suzanne", "torus", "cup", "textured", "marker")
 MARKER = (0.3, -0.2, 0.25)  # centre of the "marker" object's small emissive sphere (world, metres)
-SPEC_VERSION = 6  # bump when the scenes change so cached renders are redone
+SPEC_VERSION = 6  # bump when every scene changes so cached renders are redone
+SCENE_VERSIONS = {"cup": 3}  # bump one object's entry when only that scene changes
 
 
 def render(obj: str | Path, orbit, size: int = 128, samples: int = 8, transparent: bool = False,
@@ -44,10 +46,13 @@ def render(obj: str | Path, orbit, size: int = 128, samples: int = 8, transparen
     if glb is None and obj not in OBJECTS:
         raise ValueError(f"unknown object {obj!r}; choose from {OBJECTS} or a .glb path")
     spec = {
-        "version": SPEC_VERSION, "object": str(obj), "width": width or size, "height": size, "samples": samples,
+        "version": SPEC_VERSION, "object": str(obj),
+        "width": width or size, "height": size, "samples": samples,
         "transparent": transparent, "background": list(background), "fov_deg": orbit.fov_deg,
         "cameras": orbit.camera_to_world().round(12).tolist(),
     }
+    if str(obj) in SCENE_VERSIONS:
+        spec["scene"] = SCENE_VERSIONS[str(obj)]
     if glb is not None:
         spec["glb_sha256"] = hashlib.sha256(glb.read_bytes()).hexdigest()
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
@@ -170,6 +175,15 @@ def _build_cup(bpy):
     bm.free()
     obj = bpy.data.objects.new("cup", mesh)
     bpy.context.collection.objects.link(obj)
+    # A handle (boolean union, so the surface stays one closed manifold): without it every silhouette of
+    # the lathed cup would be the same and no orbit could be calibrated from them.
+    bpy.ops.mesh.primitive_torus_add(major_radius=0.2, minor_radius=0.045, major_segments=48, minor_segments=16,
+                                     location=(r_out + 0.1, 0.0, 0.0), rotation=(math.radians(90), 0.0, 0.0))
+    handle = bpy.context.active_object
+    handle.scale = (0.6, 1.0, 1.0)  # squashed so that its inner side ends inside the wall
+    handle.hide_render = True
+    union = obj.modifiers.new("handle", "BOOLEAN")
+    union.operation, union.solver, union.object = "UNION", "EXACT", handle
     return obj
 
 

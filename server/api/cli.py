@@ -9,6 +9,7 @@ from pathlib import Path
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
+    from ..engine.cli import add_speed_options
     from .settings import DEFAULT_ORBIT_CKPT, DEFAULT_VIDEO_CKPT, Settings, default_jobs_dir
 
     d = Settings.__dataclass_fields__
@@ -31,6 +32,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best available)")
     p.add_argument("--offload", choices=("none", "model", "sequential"), default="none",
                    help="memory profile: model/sequential CPU offload for small GPUs")
+    add_speed_options(p)
     p.add_argument("--preload", action="store_true", help="load the orbit model at start instead of on the first job")
     p.add_argument("--max-queue", type=int, default=d["max_queue"].default, help="queued jobs before 429")
     p.add_argument("--keep-jobs", type=int, default=d["keep_jobs"].default, help="finished jobs kept on disk")
@@ -56,7 +58,8 @@ def settings_from_args(args: argparse.Namespace):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1", field=name)
     return Settings(jobs_dir=(args.jobs_dir or default_jobs_dir()).expanduser().resolve(), orbit_ckpt=args.ckpt,
-                    video_ckpt=args.video_ckpt, device=args.device, offload=args.offload, preload=args.preload,
+                    video_ckpt=args.video_ckpt, device=args.device, offload=args.offload, compile=args.compile,
+                    attention_backend=args.attention_backend, preload=args.preload,
                     token=token, allow_origins=tuple(args.allow_origin), max_queue=args.max_queue,
                     keep_jobs=args.keep_jobs, max_age_hours=args.max_age_hours, max_disk_gb=args.max_disk_gb,
                     max_upload_mb=args.max_upload_mb, max_image_pixels=args.max_image_pixels,

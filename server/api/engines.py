@@ -46,8 +46,10 @@ class _Slot:
 
 
 class EngineRegistry:
-    def __init__(self, orbit_ckpt: str, video_ckpt: str, device: str | None, offload: str) -> None:
+    def __init__(self, orbit_ckpt: str, video_ckpt: str, device: str | None, offload: str, compile: bool = False,
+                 attention_backend: str | None = None) -> None:
         self.device, self.offload = device, offload
+        self.speed = {"compile": compile, "attention_backend": attention_backend}  # DropletEngine.load options
         self._slots = {"orbit": _Slot(orbit_ckpt), "video": _Slot(video_ckpt)}
         self._lock = threading.Lock()
         self.torch_ready = threading.Event()  # set by the worker once torch is fully imported
@@ -62,7 +64,7 @@ class EngineRegistry:
         try:
             from ..engine import DropletEngine
 
-            engine = DropletEngine.load(slot.ckpt, device=self.device, offload=self.offload)
+            engine = DropletEngine.load(slot.ckpt, device=self.device, offload=self.offload, **self.speed)
             if engine.kind != EXPECTED_KIND[role]:
                 engine.close()
                 flag = "--ckpt" if role == "orbit" else "--video-ckpt"

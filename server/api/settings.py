@@ -38,6 +38,8 @@ class Settings:
     video_ckpt: str = DEFAULT_VIDEO_CKPT
     device: str | None = None
     offload: str = "none"
+    compile: bool = False  # engine speed options (DropletEngine.load); off by default: faithful outputs
+    attention_backend: str | None = None
     preload: bool = False  # load the orbit model when the server starts instead of on the first job
     token: str | None = None
     allow_origins: tuple[str, ...] = ()  # CORS is off unless origins are named

@@ -44,9 +44,20 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     gen.add_argument("--fps", type=int, default=None, help="DropletVideo only: motion strength (default 16)")
     gen.add_argument("--offload", choices=("none", "model", "sequential"), default="none")
     gen.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: best available)")
+    add_speed_options(gen)
     gen.add_argument("--reconstruct", action="store_true", help="also reconstruct a textured mesh (Droplet3D)")
     gen.add_argument("--out", required=True, type=Path, help="output folder")
     gen.set_defaults(func=cmd_generate)
+
+
+def add_speed_options(parser: argparse.ArgumentParser) -> None:
+    """``--compile`` and ``--attention-backend``, shared with ``droplet3d serve``; both off by default (faithful)."""
+    parser.add_argument("--compile", action="store_true",
+                        help="compile the repeated transformer block (faster steps after a one-time compilation; "
+                        "bf16 outputs differ slightly from the published inference)")
+    parser.add_argument("--attention-backend", default=None, metavar="NAME",
+                        help="restrict attention to one PyTorch SDPA kernel: flash, cudnn, efficient or math "
+                        "(default: PyTorch's choice)")
 
 
 def cmd_make_tiny_checkpoint(args: argparse.Namespace) -> int:
@@ -91,7 +102,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         seed=None if args.seed == -1 else args.seed, fps=args.fps, view_align=args.view_align,
     )
     image = load_input_image(args.image)  # fail on a bad image before loading any model
-    engine = DropletEngine.load(args.ckpt, device=args.device, offload=args.offload)
+    engine = DropletEngine.load(args.ckpt, device=args.device, offload=args.offload, compile=args.compile,
+                                attention_backend=args.attention_backend)
     if args.reconstruct and engine.kind != "droplet3d":
         from ..errors import InputError
 

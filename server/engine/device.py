@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import torch
@@ -11,6 +12,11 @@ from ..errors import InputError
 logger = logging.getLogger(__name__)
 
 OFFLOAD_PROFILES = ("none", "model", "sequential")
+# PyTorch SDPA kernels by our option name. CogVideoX's attention processor calls F.scaled_dot_product_attention
+# itself, so diffusers' attention dispatcher (set_attention_backend) does not reach it; torch's sdpa_kernel does.
+ATTENTION_BACKENDS = {"flash": "FLASH_ATTENTION", "cudnn": "CUDNN_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
+                      "math": "MATH"}
+ATTENTION_BACKENDS_OFF_CUDA = {"cpu": ("flash", "math"), "mps": ("math",)}
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -64,3 +70,26 @@ def apply_memory_profile(pipe, offload: str, device: torch.device) -> None:
         pipe.enable_sequential_cpu_offload(device=device)
         pipe.vae.enable_tiling()
     logger.info("memory profile %s on %s", offload, device)
+
+
+def check_attention_backend(name: str | None, device: torch.device) -> str | None:
+    """``None`` (PyTorch picks the SDPA kernel, as published) or a kernel this device has."""
+    if name is None:
+        return None
+    if name not in ATTENTION_BACKENDS:
+        raise InputError(f"attention_backend must be one of {', '.join(ATTENTION_BACKENDS)}, got {name!r}",
+                         field="attention_backend")
+    allowed = ATTENTION_BACKENDS_OFF_CUDA.get(device.type, tuple(ATTENTION_BACKENDS))
+    if name not in allowed:
+        raise InputError(f"attention_backend {name!r} needs CUDA; on {device.type} use one of {', '.join(allowed)}",
+                         field="attention_backend")
+    return name
+
+
+def attention_context(name: str | None):
+    """Restrict SDPA to one kernel while the context is open (torch raises rather than fall back silently)."""
+    if name is None:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(getattr(SDPBackend, ATTENTION_BACKENDS[name]))

@@ -23,7 +23,14 @@ from PIL import Image
 from .. import __version__
 from ..errors import Cancelled, DropletError, InputError
 from .checkpoint import CheckpointInfo, inspect_checkpoint, load_components, resolve_checkpoint
-from .device import apply_memory_profile, check_offload, pick_device, pick_dtype
+from .device import (
+    apply_memory_profile,
+    attention_context,
+    check_attention_backend,
+    check_offload,
+    pick_device,
+    pick_dtype,
+)
 from .images import ImageSource, load_input_image
 from .pipeline import DropletInpaintPipeline, round_frames
 
@@ -114,19 +121,30 @@ class DropletEngine:
     """Droplet3D or DropletVideo with every component loaded once. Not thread-safe: one call at a time."""
 
     def __init__(self, info: CheckpointInfo, pipe: DropletInpaintPipeline, device: torch.device,
-                 dtype: torch.dtype, offload: str) -> None:
+                 dtype: torch.dtype, offload: str, compile: bool | str = False,
+                 attention_backend: str | None = None) -> None:
         self.info = info
         self.pipe = pipe
         self.device = device
         self.dtype = dtype
         self.offload = offload
+        self.compile = compile
+        self.attention_backend = attention_backend
         self.aligner = None
         self._busy = threading.Lock()
 
     @classmethod
-    def load(cls, ckpt: str | Path, device: str | None = None, offload: str = "none") -> DropletEngine:
+    def load(cls, ckpt: str | Path, device: str | None = None, offload: str = "none", compile: bool | str = False,
+             attention_backend: str | None = None) -> DropletEngine:
+        """Load every component once. The speed options change bf16 outputs slightly, so both are off by default:
+        ``compile`` compiles the repeated transformer block in place (diffusers' regional compilation; True means
+        torch.compile's default backend, a string names another, e.g. "eager" to check graph capture alone; the
+        first generation pays the compilation). ``attention_backend`` restricts PyTorch's SDPA to one kernel
+        (flash, cudnn, efficient, math); None lets PyTorch pick, as the published inference does.
+        """
         dev = pick_device(device)
         check_offload(offload, dev)
+        attention_backend = check_attention_backend(attention_backend, dev)
         dtype = pick_dtype(dev)
         path, ckpt_id = resolve_checkpoint(ckpt)
         info = inspect_checkpoint(path, ckpt_id)
@@ -134,8 +152,11 @@ class DropletEngine:
         components = load_components(info, dtype, dev if offload == "none" else "cpu")
         pipe = DropletInpaintPipeline(**components, text_len=info.text_len)
         apply_memory_profile(pipe, offload, dev)
+        if compile:
+            options = {} if compile is True else {"backend": compile}
+            pipe.transformer.compile_repeated_blocks(fullgraph=True, **options)
         logger.info("loaded %s (%s) on %s in %.1f s", ckpt_id, info.kind, dev, time.perf_counter() - t0)
-        return cls(info, pipe, dev, dtype, offload)
+        return cls(info, pipe, dev, dtype, offload, compile, attention_backend)
 
     @property
     def kind(self) -> str:
@@ -152,6 +173,7 @@ class DropletEngine:
         return {
             "ckpt": self.info.ckpt_id, "path": str(self.info.path), "kind": self.kind, "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."), "offload": self.offload,
+            "compile": self.compile, "attention_backend": self.attention_backend,
             "config_hash": self.info.config_hash, "text_len": self.info.text_len,
             "has_view_align": self.has_view_align, "loaded": loaded,
         }
@@ -267,12 +289,13 @@ def run_generation(
                                     progress=lambda step, total: report("aligning", step, total))
             aligned.save(staging / "aligned.png")
         generator = torch.Generator(device=engine.pipe._execution_device).manual_seed(params.seed)
-        frames = engine.pipe(
-            aligned or picture, params.prompt, negative_prompt=params.negative_prompt, height=params.height,
-            width=params.width, num_frames=params.num_frames, num_inference_steps=params.steps,
-            guidance_scale=params.guidance_scale, generator=generator, fps=params.fps, stage_callback=report,
-            callback_on_step_end=on_step,
-        )
+        with attention_context(engine.attention_backend):
+            frames = engine.pipe(
+                aligned or picture, params.prompt, negative_prompt=params.negative_prompt, height=params.height,
+                width=params.width, num_frames=params.num_frames, num_inference_steps=params.steps,
+                guidance_scale=params.guidance_scale, generator=generator, fps=params.fps, stage_callback=report,
+                callback_on_step_end=on_step,
+            )
         if frames is None:
             raise Cancelled("cancelled by the caller")
         report("writing", 0, 1)
@@ -296,6 +319,7 @@ def run_generation(
             "video_fps": video_fps,
             "device": str(engine.device), "dtype": str(engine.dtype).removeprefix("torch."),
             "offload": engine.offload,
+            "engine": {"compile": engine.compile, "attention_backend": engine.attention_backend},
             "view_align": None if aligned is None else {
                 "shares_text_encoder": bool(getattr(engine.aligner, "shares_text_encoder", False))},
             "input_size": list(picture.size),

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..orbit import Orbit
-from .silhouettes import SilhouetteField
+from .silhouettes import SilhouetteField, signed_distance, view_cameras
 
 ELEVATIONS = (-30.0, -15.0, 0.0, 15.0, 30.0, 45.0, 60.0)
 FOVS = (15.0, 25.0, 35.0, 45.0, 55.0, 70.0)
@@ -57,13 +57,14 @@ class OutlineScore:
             for k in range(masks.shape[0])
         ])
         self.outlines = [_outline(self.small[k], outline_points) for k in self.views]
+        self.sdt = np.stack([signed_distance(self.small[k]) for k in self.views])
         self.depth_samples = depth_samples
         centre = np.array([self.width / 2.0, self.height / 2.0])
         self.extent_px = max(float(np.linalg.norm(p + 0.5 - centre, axis=1).max()) for p in self.outlines)
 
     def __call__(self, orbit: Orbit) -> float:
-        field = SilhouetteField(self.small, orbit, self.views)
-        c2w = orbit.camera_to_world()[self.views]
+        field = SilhouetteField(self.small, orbit, self.views, self.sdt)
+        c2w = view_cameras(orbit, self.views)
         f = orbit.focal_px(self.width, self.height)
         # The object lies within the sphere that the widest outline subtends at the orbit centre.
         reach = min(orbit.radius * self.extent_px / f * 1.2, 0.9 * orbit.radius)
@@ -154,4 +155,22 @@ def _pattern_search(score, make, theta: float, phi: float, s: int, free_theta: b
             best, theta, phi = top
         else:
             step_theta, step_phi = step_theta / 2.0, step_phi / 2.0
+    # The compass grid leaves up to half its last step; a parabola through the last neighbours places the
+    # minimum between them (each axis on its own: the two barely interact near the optimum).
+    h_theta, h_phi = 2.0 * step_theta, 2.0 * step_phi
+    t, p = theta, phi
+    if free_theta:
+        t += _vertex(value(theta - h_theta, phi), best, value(theta + h_theta, phi), h_theta)
+    if free_phi:
+        p += _vertex(value(t, phi - h_phi), value(t, phi), value(t, phi + h_phi), h_phi)
+    if value(t, p) <= best:
+        best, theta, phi = value(t, p), t, p
     return best, theta, phi, s, len(cache)
+
+
+def _vertex(left: float, centre: float, right: float, h: float) -> float:
+    """Offset of the minimum of the parabola through ``(−h, left), (0, centre), (h, right)``, within ±h/2."""
+    curvature = left - 2.0 * centre + right
+    if curvature <= 1e-12:
+        return 0.0
+    return float(np.clip(h * (left - right) / (2.0 * curvature), -h / 2.0, h / 2.0))

@@ -25,9 +25,6 @@ class Volume:
     origin: np.ndarray
     spacing: float
 
-    def points(self, index: np.ndarray) -> np.ndarray:
-        return self.origin + self.spacing * np.asarray(index, dtype=np.float64)
-
 
 def grid_points(origin: np.ndarray, spacing: float, shape: tuple[int, int, int]) -> np.ndarray:
     axes = [origin[i] + spacing * np.arange(shape[i]) for i in range(3)]

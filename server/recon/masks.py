@@ -9,6 +9,9 @@ without changing its colour direction, so a moderate darkening with little chrom
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import cv2
 import numpy as np
 
@@ -22,12 +25,16 @@ MIN_BRIGHTNESS = 0.06
 def compute_masks(rgb: np.ndarray, alpha: np.ndarray | None = None, names: list[str] | None = None) -> np.ndarray:
     """``(N, H, W) bool`` foreground masks of ``rgb (N, H, W, 3) uint8``; InputError on unusable frames."""
     names = names or [f"{k:04d}" for k in range(rgb.shape[0])]
-    masks = np.empty(rgb.shape[:3], dtype=bool)
-    for k in range(rgb.shape[0]):
+
+    def one(k: int) -> np.ndarray:
         if alpha is not None:
-            masks[k] = clean_mask(alpha[k] >= 128, smooth=False)
-        else:
-            masks[k] = clean_mask(background_difference(rgb[k]))
+            return clean_mask(alpha[k] >= 128, smooth=False)
+        return clean_mask(background_difference(rgb[k]))
+
+    # OpenCV and numpy release the GIL on whole images, so threads use every core.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        masks = np.stack(list(pool.map(one, range(rgb.shape[0]))))
+    for k in range(rgb.shape[0]):
         _check_mask(masks[k], names[k])
     return masks
 
@@ -41,9 +48,10 @@ def background_difference(image: np.ndarray) -> np.ndarray:
     border[:band], border[-band:], border[:, :band], border[:, -band:] = True, True, True, True
     ys, xs = np.nonzero(border)
     background = _fit_background(smooth, xs, ys)
-    bg_norm2 = np.maximum((background**2).sum(-1), 1e-6)
-    brightness = (smooth * background).sum(-1) / bg_norm2
-    chroma = np.linalg.norm(smooth - brightness[..., None] * background, axis=-1)
+    bg_norm2 = np.maximum(np.einsum("ijc,ijc->ij", background, background), 1e-6)
+    brightness = np.einsum("ijc,ijc->ij", smooth, background) / bg_norm2
+    residual = smooth - brightness[..., None] * background
+    chroma = np.sqrt(np.einsum("ijc,ijc->ij", residual, residual))
     # Noise level from the border itself (robust to an object touching part of it).
     b_border, c_border = brightness[border], chroma[border]
     c_sigma = 1.4826 * np.median(np.abs(c_border - np.median(c_border)))
@@ -95,8 +103,10 @@ def _fit_background(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.nda
             break
         coef, *_ = np.linalg.lstsq(design[keep], values[keep], rcond=None)
         residual = np.linalg.norm(design @ coef - values, axis=1)
-    gy, gx = np.mgrid[0:h, 0:w]
-    return (coef[0] + (gx / w - 0.5)[..., None] * coef[1] + (gy / h - 0.5)[..., None] * coef[2]).astype(np.float32)
+    coef = coef.astype(np.float32)
+    gx = (np.arange(w, dtype=np.float32) / w - 0.5)[None, :, None]
+    gy = (np.arange(h, dtype=np.float32) / h - 0.5)[:, None, None]
+    return coef[0] + gx * coef[1] + gy * coef[2]
 
 
 def clean_mask(mask: np.ndarray, smooth: bool = True) -> np.ndarray:

@@ -18,15 +18,21 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
-from PIL import Image
 
 from .. import __version__
 from ..errors import Cancelled, InputError
 from ..orbit import DEFAULT_RADIUS, Orbit, write_transforms
 from .calibration import calibrate_orbit
+from .carving import carve_concavities
+from .export import textured_mesh, write_mesh
 from .frames import Frames, load_frames
+from .hull import carve_hull
 from .masks import compute_masks
+from .silhouettes import SilhouetteField
+from .surface import extract_surface
+from .texture import bake_texture, build_atlas, vertex_colours
 
 STAGE = "reconstructing"
 FORMATS = ("glb", "obj", "ply")
@@ -105,13 +111,6 @@ class _Run:
 def reconstruct(source: str | Path, out_dir: str | Path, options: ReconOptions | None = None,
                 progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None) -> ReconResult:
     """Frames or a video → ``mesh.glb``, ``transforms.json``, ``masks/`` and ``manifest.json`` in ``out_dir``."""
-    from .carving import carve_concavities
-    from .export import textured_mesh, write_mesh
-    from .hull import carve_hull
-    from .silhouettes import SilhouetteField
-    from .surface import extract_surface
-    from .texture import bake_texture, build_atlas, vertex_colours
-
     options = options or ReconOptions()
     source, out_dir = Path(source), Path(out_dir)
     run = _Run(8, progress, should_cancel)
@@ -179,9 +178,11 @@ def _frames_masks_orbit(source: Path, options: ReconOptions, run: _Run):
 
 
 def _frame_paths(frames: Frames, out_dir: Path) -> tuple[list[str], bool]:
-    """Paths for ``transforms.json`` and whether the frames must be written into ``out_dir/frames``."""
+    """Paths for ``transforms.json`` and whether the frames must be put into ``out_dir/frames``."""
     if frames.source_dir is not None and frames.source_dir.resolve() == (out_dir / "frames").resolve():
         return [f"frames/{name}" for name in frames.names], False
+    if frames.source_dir is not None:  # copied as they are
+        return [f"frames/{k:04d}{Path(name).suffix.lower()}" for k, name in enumerate(frames.names)], True
     return [f"frames/{k:04d}.png" for k in range(frames.count)], True
 
 
@@ -193,12 +194,16 @@ def _commit(out_dir: Path, frames: Frames, masks: np.ndarray, orbit: Orbit, opti
         paths, copy_frames = _frame_paths(frames, out_dir)
         if copy_frames:
             (staging / "frames").mkdir()
-            for k in range(frames.count):
-                pixels = frames.rgb[k] if frames.alpha is None else np.dstack([frames.rgb[k], frames.alpha[k]])
-                Image.fromarray(pixels).save(staging / "frames" / f"{k:04d}.png", compress_level=1)
+            for k, path in enumerate(paths):
+                if frames.source_dir is not None:
+                    shutil.copyfile(frames.source_dir / frames.names[k], staging / path)
+                else:  # decoded video frames
+                    cv2.imwrite(str(staging / path), cv2.cvtColor(frames.rgb[k], cv2.COLOR_RGB2BGR),
+                                [cv2.IMWRITE_PNG_COMPRESSION, 1])
         (staging / "masks").mkdir()
         for k in range(frames.count):
-            Image.fromarray(masks[k].astype(np.uint8) * 255).save(staging / "masks" / f"{k:04d}.png")
+            cv2.imwrite(str(staging / "masks" / f"{k:04d}.png"), masks[k].astype(np.uint8) * 255,
+                        [cv2.IMWRITE_PNG_COMPRESSION, 1])
         width, height = frames.size
         write_transforms(staging / "transforms.json", orbit, width, height, paths)
         manifest: dict = {}
@@ -258,7 +263,6 @@ def _move_in(staging: Path, out_dir: Path) -> None:
 
 
 def _versions() -> dict:
-    import cv2
     import skimage
     import trimesh
 

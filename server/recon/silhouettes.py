@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..orbit import Orbit
+from ..orbit import Orbit, camera_position, look_at
 
 CHUNK = 1 << 15  # points per evaluation chunk: bounds memory at CHUNK × views floats
 
@@ -24,11 +24,15 @@ def signed_distance(mask: np.ndarray) -> np.ndarray:
     return np.where(m > 0, inside - 0.5, 0.5 - outside).astype(np.float32)
 
 
+def view_cameras(orbit: Orbit, views: np.ndarray | None = None) -> np.ndarray:
+    """``(V, 4, 4)`` camera-to-world matrices of some of the orbit's frames (all when ``views`` is None)."""
+    azimuths = orbit.azimuths_deg() if views is None else orbit.azimuths_deg()[views]
+    return np.stack([look_at(camera_position(a, orbit.elevation_deg, orbit.radius)) for a in azimuths])
+
+
 def projection_matrices(orbit: Orbit, width: int, height: int, views: np.ndarray | None = None) -> np.ndarray:
     """``(V, 3, 4)`` matrices mapping homogeneous world points to ``(u·d, v·d, d)`` in array-index pixels."""
-    c2w = orbit.camera_to_world()
-    if views is not None:
-        c2w = c2w[views]
+    c2w = view_cameras(orbit, views)
     f = orbit.focal_px(width, height)
     # Camera looks down −Z with +Y up; pixel centres sit at index + 0.5, so array index = u − 0.5.
     cx, cy = width / 2.0 - 0.5, height / 2.0 - 0.5
@@ -40,10 +44,12 @@ def projection_matrices(orbit: Orbit, width: int, height: int, views: np.ndarray
 class SilhouetteField:
     """``F(x)`` for a set of masks and their cameras (a subset of the orbit's frames when ``views`` is given)."""
 
-    def __init__(self, masks: np.ndarray, orbit: Orbit, views: np.ndarray | None = None) -> None:
+    def __init__(self, masks: np.ndarray, orbit: Orbit, views: np.ndarray | None = None,
+                 sdt: np.ndarray | None = None) -> None:
+        """``sdt``: the views' signed distances when already computed (calibration tries many orbits)."""
         views = np.arange(masks.shape[0]) if views is None else np.asarray(views)
         self.height, self.width = masks.shape[1:3]
-        self.sdt = np.stack([signed_distance(masks[k]) for k in views])
+        self.sdt = np.stack([signed_distance(masks[k]) for k in views]) if sdt is None else sdt
         self.proj = projection_matrices(orbit, self.width, self.height, views).astype(np.float32)
         self.views = views
 
@@ -59,30 +65,27 @@ class SilhouetteField:
         return out
 
     def _evaluate(self, points: np.ndarray, skip: int | None) -> np.ndarray:
-        hom = np.concatenate([points, np.ones((len(points), 1), np.float32)], axis=1)
+        n = len(points)
+        hom = np.concatenate([points, np.ones((n, 1), np.float32)], axis=1)
         proj = np.einsum("vij,mj->vim", self.proj, hom)  # (V, 3, M)
-        depth = np.maximum(proj[:, 2], 1e-6)
-        u, v = proj[:, 0] / depth, proj[:, 1] / depth
+        depth = proj[:, 2]
+        safe = np.where(depth > 1e-6, depth, np.float32(1e-6))
+        u, v = proj[:, 0] / safe, proj[:, 1] / safe
         # Outside the image, extend the field linearly from the nearest border pixel.
         uc, vc = np.clip(u, 0, self.width - 1), np.clip(v, 0, self.height - 1)
         beyond = np.hypot(u - uc, v - vc)
-        values = _bilinear(self.sdt, uc, vc) - beyond
-        values[proj[:, 2] <= 1e-6] = -1e3  # behind the camera
-        if skip is not None:
-            values[skip] = np.inf
-        return values.min(axis=0)
-
-
-def _bilinear(images: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Sample ``images (V, H, W)`` at ``u, v (V, M)`` (array-index coordinates, inside the image)."""
-    w = images.shape[2]
-    x0 = np.minimum(u.astype(np.int32), w - 2)
-    y0 = np.minimum(v.astype(np.int32), images.shape[1] - 2)
-    fx, fy = u - x0, v - y0
-    flat = images.reshape(images.shape[0], -1)
-    idx = y0 * w + x0
-    a = np.take_along_axis(flat, idx, axis=1)
-    b = np.take_along_axis(flat, idx + 1, axis=1)
-    c = np.take_along_axis(flat, idx + w, axis=1)
-    d = np.take_along_axis(flat, idx + w + 1, axis=1)
-    return (a * (1 - fx) + b * fx) * (1 - fy) + (c * (1 - fx) + d * fx) * fy
+        # cv2.remap samples bilinearly in C; a map row must stay under 32767 columns.
+        cols = n if n < 32767 else 1024
+        rows = -(-n // cols)
+        grid_u = np.zeros((rows * cols,), np.float32)
+        grid_v = np.zeros((rows * cols,), np.float32)
+        out = np.full(n, np.inf, np.float32)
+        for k in range(len(self.sdt)):
+            if k == skip:
+                continue
+            grid_u[:n], grid_v[:n] = uc[k], vc[k]
+            sampled = cv2.remap(self.sdt[k], grid_u.reshape(rows, cols), grid_v.reshape(rows, cols),
+                                cv2.INTER_LINEAR).ravel()[:n]
+            values = np.where(depth[k] > 1e-6, sampled - beyond[k], np.float32(-1e3))  # behind the camera: outside
+            np.minimum(out, values, out=out)
+        return out

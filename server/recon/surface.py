@@ -49,7 +49,7 @@ def _decimate(mesh: trimesh.Trimesh, face_budget: int) -> trimesh.Trimesh:
     """Quadric decimation that keeps the surface a closed 2-manifold.
 
     The decimator occasionally pinches two sheets together along an edge or leaves two-face slivers
-    on thin parts; slivers are dropped, and a pinched result is redone with a slightly different target
+    on thin parts; slivers are dropped, and a pinched result is redone more gently with another target
     (falling back to the undecimated mesh, which is always closed).
     """
     import fast_simplification

@@ -6,6 +6,7 @@ from conftest import load_glb_in_blender_world, rendered
 from droplet3d.orbit import Orbit
 from droplet3d.recon import ReconOptions, reconstruct
 from droplet3d.recon.metrics import surface_scores, volume_iou
+from PIL import Image
 
 
 @pytest.fixture(scope="module")
@@ -36,5 +37,16 @@ def test_torus_keeps_its_through_hole(tmp_path):
                            texture_size=256)
     mesh = load_glb_in_blender_world(reconstruct(folder / "frames", tmp_path / "job", options).mesh_path)
     mesh.merge_vertices(merge_tex=True, merge_norm=True)
-    assert mesh.is_watertight and mesh.euler_number == 0  # genus one
+    assert mesh.is_watertight and mesh.euler_number == 0  # genus one: the hole goes through
     assert surface_scores(mesh, trimesh.load(folder / "truth.ply"), samples=20000)["f@0.05"] > 0.95
+
+
+def test_wide_frames_use_the_fov_across_the_larger_side(tmp_path, suzanne):
+    # Cropping rows keeps the cameras (fov spans the width, principal point stays centred); calibrate too.
+    (tmp_path / "frames").mkdir()
+    for path in sorted((suzanne / "frames").iterdir()):
+        Image.open(path).crop((0, 12, 128, 116)).save(tmp_path / "frames" / path.name)
+    result = reconstruct(tmp_path / "frames", tmp_path, ReconOptions(radius=2.5, texture_size=256))
+    assert abs(result.orbit.elevation_deg - 25.0) <= 2.0 and abs(result.orbit.fov_deg - 40.0) <= 2.0
+    mesh = load_glb_in_blender_world(result.mesh_path)
+    assert surface_scores(mesh, trimesh.load(suzanne / "truth.ply"), samples=20000)["f@0.02"] > 0.8

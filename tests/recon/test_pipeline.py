@@ -68,7 +68,8 @@ def test_glb_round_trips_through_trimesh_with_texture_uvs_and_vertex_colours(job
     mesh = next(iter(scene.geometry.values()))
     material = mesh.visual.material
     assert material.baseColorTexture.size == (512, 512)
-    assert mesh.visual.uv.shape == (len(mesh.vertices), 2) and (mesh.visual.uv >= 0).all() and (mesh.visual.uv <= 1).all()
+    uv = mesh.visual.uv
+    assert uv.shape == (len(mesh.vertices), 2) and (uv >= 0).all() and (uv <= 1).all()
     colours = mesh.vertex_attributes["_COLOR"]
     assert colours.shape == (len(mesh.vertices), 4)
     texture = np.asarray(material.baseColorTexture.convert("RGB"), np.float64)
@@ -78,13 +79,14 @@ def test_glb_round_trips_through_trimesh_with_texture_uvs_and_vertex_colours(job
 
 
 def test_glb_imported_by_blender_sits_z_up_where_the_orbit_expects_it(job):
-    folder, result, _ = job
+    folder, _, _ = job
     script = (
         "import bpy, json, sys; bpy.ops.wm.read_factory_settings(use_empty=True);"
         f"bpy.ops.import_scene.gltf(filepath={str(folder / 'mesh.glb')!r});"
         "o = [o for o in bpy.context.scene.objects if o.type == 'MESH'][0];"
         "v = [o.matrix_world @ p.co for p in o.data.vertices];"
-        "print('BOUNDS', json.dumps([[min(p[i] for p in v) for i in range(3)], [max(p[i] for p in v) for i in range(3)]]))"
+        "print('BOUNDS', json.dumps([[min(p[i] for p in v) for i in range(3)],"
+        " [max(p[i] for p in v) for i in range(3)]]))"
     )
     proc = subprocess.run([str(render_orbit.BLENDER_PYTHON), "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -55,7 +55,8 @@ async def well_formed_parts(request: Request) -> None:
 
 def create_app(settings: Settings) -> FastAPI:
     store = JobStore(settings.jobs_dir)
-    engines = EngineRegistry(settings.orbit_ckpt, settings.video_ckpt, settings.device, settings.offload)
+    engines = EngineRegistry(settings.orbit_ckpt, settings.video_ckpt, settings.device, settings.offload,
+                             compile=settings.compile, attention_backend=settings.attention_backend)
     manager = JobManager(settings, store, engines)
 
     @contextlib.asynccontextmanager

@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BPY_SPEC ?= bpy==5.0.1
 ARGS ?=
 
-.PHONY: setup test lint serve demo extension bench clean
+.PHONY: setup test lint serve demo extension clean
 
 setup: $(VENV)/.installed $(BVENV)/.installed
 

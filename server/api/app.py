@@ -20,8 +20,8 @@ from ..errors import InputError
 from . import http_errors, uploads
 from .artifacts import ARTIFACT_RE, content_type
 from .auth import guards
-from .engines import EngineRegistry
 from .http_errors import ApiError, describe_validation_error
+from .model_process import ModelProcess
 from .runner import validate_generation, validate_recon
 from .schemas import TERMINAL, ErrorBody, Health, JobCreated, JobList, JobParams, JobStatus
 from .settings import Settings
@@ -55,9 +55,8 @@ async def well_formed_parts(request: Request) -> None:
 
 def create_app(settings: Settings) -> FastAPI:
     store = JobStore(settings.jobs_dir)
-    engines = EngineRegistry(settings.orbit_ckpt, settings.video_ckpt, settings.device, settings.offload,
-                             compile=settings.compile, attention_backend=settings.attention_backend)
-    manager = JobManager(settings, store, engines)
+    models = ModelProcess(settings)
+    manager = JobManager(settings, store, models)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -76,12 +75,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/v1/health", response_model=Health, dependencies=[Depends(open_guard)], tags=["service"])
     def health() -> dict[str, Any]:
-        """Answers while a job runs: device, GPU memory, models, queue, limits."""
-        device, gpu = engines.device_info()
+        """Answers while a job runs: device, GPU memory and models (as the model process last reported them),
+        the model process, queue, limits."""
         queue_length, running = manager.counts()
-        return {"status": "ok", "version": __version__, "device": device, "gpu": gpu, "models": engines.describe(),
-                "queue_length": queue_length, "running": running, "auth": bool(settings.token),
-                "limits": settings.limits()}
+        return {"status": "ok", "version": __version__, **models.health(), "queue_length": queue_length,
+                "running": running, "auth": bool(settings.token), "limits": settings.limits()}
 
     jobs = APIRouter(prefix="/v1/jobs", dependencies=[Depends(token_guard)], tags=["jobs"])
 

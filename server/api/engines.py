@@ -1,5 +1,6 @@
-"""The loaded models. Only the worker thread loads or uses an engine (engines are not thread-safe);
-the HTTP side only reads the bookkeeping, under a lock, for ``/v1/health``.
+"""The loaded models. The registry lives in the model process (model_process.py), which loads and uses the
+engines one job at a time (engines are not thread-safe) and reports ``describe()``/``device_info()`` for
+``/v1/health``.
 
 Two roles, one checkpoint each: ``orbit`` (Droplet3D, ``--ckpt``) and ``video`` (DropletVideo,
 ``--video-ckpt``). A model loads on the first job that needs it (or at start with ``--preload``)
@@ -52,10 +53,9 @@ class EngineRegistry:
         self.speed = {"compile": compile, "attention_backend": attention_backend}  # DropletEngine.load options
         self._slots = {"orbit": _Slot(orbit_ckpt), "video": _Slot(video_ckpt)}
         self._lock = threading.Lock()
-        self.torch_ready = threading.Event()  # set by the worker once torch is fully imported
 
     def get(self, role: str):
-        """The engine for ``orbit`` or ``video``, loading it first if needed. Worker thread only."""
+        """The engine for ``orbit`` or ``video``, loading it first if needed."""
         slot = self._slots[role]
         if slot.engine is not None:
             return slot.engine
@@ -101,7 +101,7 @@ class EngineRegistry:
         return out
 
     def device_info(self) -> tuple[str | None, dict | None]:
-        """The compute device and, on CUDA, its memory. Reads torch only once the worker has imported it."""
+        """The compute device and, on CUDA, its memory (when torch has been imported)."""
         for slot in self._slots.values():
             if slot.engine is not None:
                 try:
@@ -112,7 +112,7 @@ class EngineRegistry:
         else:
             device = self.device
         torch = sys.modules.get("torch")
-        if torch is None or not self.torch_ready.is_set():
+        if torch is None:
             return device, None
         gpu = None
         try:

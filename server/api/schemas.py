@@ -159,12 +159,19 @@ class ModelInfo(BaseModel):
     details: dict[str, Any] | None = Field(None, description="the engine's describe() once loaded")
 
 
+class WorkerInfo(BaseModel):
+    pid: int | None = Field(description="the model process that runs jobs; null while none is running")
+    alive: bool
+    restarts: int = Field(description="model processes started again after one died")
+
+
 class Health(BaseModel):
     status: Literal["ok"]
     version: str
     device: str | None
     gpu: dict[str, Any] | None = Field(None, description="name and memory in bytes of the CUDA device")
     models: list[ModelInfo]
+    worker: WorkerInfo
     queue_length: int
     running: str | None = Field(None, description="id of the running job")
     auth: bool = Field(description="a bearer token is required on every route but health")

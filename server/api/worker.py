@@ -1,7 +1,8 @@
-"""The job manager: a FIFO queue and the one worker thread that owns the models.
+"""The job manager: a FIFO queue and the one worker thread that runs jobs in order.
 
-The HTTP side only enqueues, cancels and reads snapshots under a short lock; all model work
-happens on the worker thread, so no route ever waits for the GPU. An exception inside a job
+The HTTP side only enqueues, cancels and reads snapshots under a short lock. The worker thread hands
+each job's model work to the model process (model_process.py) and records what it reports, so no
+route ever waits for the GPU or the GIL. An exception inside a job, or the model process dying,
 fails that job alone, with its message, and the worker takes the next one.
 """
 
@@ -17,10 +18,9 @@ from typing import Any
 
 from ..errors import Cancelled, DropletError, InputError
 from .artifacts import list_artifacts
-from .engines import EngineRegistry
 from .http_errors import ApiError
+from .model_process import ModelProcess
 from .progress import ProgressTracker, stages_for
-from .runner import run_job
 from .settings import Settings
 from .store import Job, JobStore, select_expired
 
@@ -30,8 +30,8 @@ SHUTDOWN_MESSAGE = "the server was shut down while this job was running: submit 
 
 
 class JobManager:
-    def __init__(self, settings: Settings, store: JobStore, engines: EngineRegistry) -> None:
-        self.settings, self.store, self.engines = settings, store, engines
+    def __init__(self, settings: Settings, store: JobStore, models: ModelProcess) -> None:
+        self.settings, self.store, self.models = settings, store, models
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._jobs: dict[str, Job] = {}
@@ -68,7 +68,7 @@ class JobManager:
             self._wakeup.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
-        self.engines.close()
+        self.models.close()
 
     # -- HTTP side ----------------------------------------------------------------------------------
     def submit(self, staging: Path, job: Job) -> Job:
@@ -165,7 +165,10 @@ class JobManager:
 
     # -- worker thread ---------------------------------------------------------------------------------
     def _work(self) -> None:
-        self._warm_up()
+        try:
+            self.models.start()
+        except Exception as exc:  # the next job starts a fresh model process
+            log.warning("model process start failed (jobs will retry): %s", exc)
         while True:
             with self._wakeup:
                 while not self._queue and not self._stopping:
@@ -188,18 +191,6 @@ class JobManager:
                         self._finish(job, "failed", {"code": "internal_error", "message": "worker error; see log"})
             self.apply_retention()
 
-    def _warm_up(self) -> None:
-        """Import the engine (torch) off the HTTP path, and load the orbit model now if asked to."""
-        try:
-            from ..engine import DropletEngine  # noqa: F401  (imports torch and diffusers)
-
-            self.engines.torch_ready.set()
-
-            if self.settings.preload:
-                self.engines.get("orbit")
-        except Exception as exc:
-            log.warning("model warm-up failed (jobs will retry): %s", exc)
-
     def _progress(self, job: Job, stage: str, step: int, total: int, _elapsed: float) -> None:
         with self._lock:
             tracker = self._tracker
@@ -216,9 +207,9 @@ class JobManager:
         error: dict[str, Any] | None = None
         warnings: list[str] = []
         try:
-            warnings = run_job(job.mode, job.params, job.inputs, job_dir, self.engines,
-                    progress=lambda *a: self._progress(job, *a),
-                    should_cancel=lambda: job.cancel_requested or self._stopping)
+            warnings = self.models.run(job.mode, job.params, job.inputs, job_dir,
+                                       progress=lambda *a: self._progress(job, *a),
+                                       should_cancel=lambda: job.cancel_requested or self._stopping)
             outcome = "succeeded"
         except Cancelled as exc:
             if job.cancel_requested:

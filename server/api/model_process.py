@@ -17,8 +17,10 @@ A cancel is a shared Event that the child's ``should_cancel`` reads.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 from collections.abc import Callable
 from multiprocessing.connection import wait
@@ -31,6 +33,8 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Where CPU is short, the HTTP side goes first: model work yields the cores to it (and takes them all when idle).
+NICENESS = 10
 POLL_SECONDS = 0.05  # how often the relay looks at the job's cancel flag while the child is quiet
 
 
@@ -127,10 +131,8 @@ class ModelProcess:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        try:
+        with contextlib.suppress(OSError):  # already gone
             self._conn.send(("stop",))
-        except OSError:
-            pass
         proc.join(timeout)
         if proc.is_alive():
             log.warning("the model process did not stop in %.0f s: terminated", timeout)
@@ -142,6 +144,7 @@ class ModelProcess:
 # -- the child ---------------------------------------------------------------------------------------------------------
 def child_main(conn, cancel, settings: Settings) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the server stops us itself
+    os.nice(NICENESS)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     [model process] %(message)s")
     engines = make_registry(settings)
 
@@ -156,10 +159,8 @@ def child_main(conn, cancel, settings: Settings) -> None:
             engines.get("orbit")
     except Exception as exc:
         log.warning("model warm-up failed (jobs will retry): %s", exc)
-    try:
+    with contextlib.suppress(EOFError, OSError):  # the server is gone
         serve_jobs(conn, cancel, engines, report)
-    except (EOFError, OSError):  # the server is gone
-        pass
     engines.close()
 
 

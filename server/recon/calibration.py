@@ -4,8 +4,9 @@ With the right orbit every silhouette is consistent with every other: the ray th
 the outline of view ``j`` grazes the hull carved by the other views. With a wrong orbit such rays
 miss the hull. The score is the mean distance (pixels) by which outline rays miss, a continuous
 criterion searched coarse-to-fine: a grid over elevation × fov × direction on small masks, then a
-pattern search with shrinking steps on larger ones. Radius and start azimuth are gauges (scale and
-the object's heading) that silhouettes cannot fix: they keep their given or default values.
+pattern search with shrinking steps on middle-sized masks, finished on larger ones. Radius and start
+azimuth are gauges (scale and the object's heading) that silhouettes cannot fix: they keep their given
+or default values.
 """
 
 from __future__ import annotations
@@ -56,35 +57,44 @@ class OutlineScore:
             cv2.resize(masks[k].astype(np.float32), (self.width, self.height), interpolation=cv2.INTER_AREA) >= 0.5
             for k in range(masks.shape[0])
         ])
-        self.outlines = [_outline(self.small[k], outline_points) for k in self.views]
+        outlines = [_outline(self.small[k], outline_points) for k in self.views]
+        self.pixels = np.concatenate(outlines)
+        self.owner = np.concatenate([np.full(len(p), i) for i, p in enumerate(outlines)])  # view of each pixel
         self.sdt = np.stack([signed_distance(self.small[k]) for k in self.views])
         self.depth_samples = depth_samples
         centre = np.array([self.width / 2.0, self.height / 2.0])
-        self.extent_px = max(float(np.linalg.norm(p + 0.5 - centre, axis=1).max()) for p in self.outlines)
+        self.extent_px = float(np.linalg.norm(self.pixels + 0.5 - centre, axis=1).max())
+        self.cameras: dict[tuple[float, int], np.ndarray] = {}  # the fov does not move the cameras
 
     def __call__(self, orbit: Orbit) -> float:
-        field = SilhouetteField(self.small, orbit, self.views, self.sdt)
-        c2w = view_cameras(orbit, self.views)
+        key = (orbit.elevation_deg, orbit.direction)
+        if key not in self.cameras:
+            self.cameras[key] = view_cameras(orbit, self.views)
+        c2w = self.cameras[key]
+        field = SilhouetteField(self.small, orbit, self.views, self.sdt, c2w)
         f = orbit.focal_px(self.width, self.height)
         # The object lies within the sphere that the widest outline subtends at the orbit centre.
         reach = min(orbit.radius * self.extent_px / f * 1.2, 0.9 * orbit.radius)
         depths = np.linspace(orbit.radius - reach, orbit.radius + reach, self.depth_samples)
         step = depths[1] - depths[0]
-        misses = []
-        for i, pix in enumerate(self.outlines):
-            # Rays through the outline pixels (pixel centres), in world coordinates.
-            x = (pix[:, 0] + 0.5 - self.width / 2.0) / f
-            y = -(pix[:, 1] + 0.5 - self.height / 2.0) / f
-            dirs = np.stack([x, y, -np.ones_like(x)], axis=1) @ c2w[i, :3, :3].T
-            origin = c2w[i, :3, 3]
-            values = field((origin + dirs[:, None, :] * depths[None, :, None]).reshape(-1, 3), skip=i)
-            peak = depths[values.reshape(len(pix), -1).argmax(axis=1)]
-            # Second pass: a finer look around each ray's peak.
-            fine = peak[:, None] + np.linspace(-step, step, 9)[None, :]
-            values = field((origin + dirs[:, None, :] * fine[:, :, None]).reshape(-1, 3), skip=i)
-            best = values.reshape(len(pix), -1).max(axis=1)
-            misses.append(np.minimum(np.maximum(-best, 0.0), MISS_CAP))
-        return float(np.mean(np.concatenate(misses)))
+        # Rays through the outline pixels (pixel centres) of all views at once, in world coordinates; each ray
+        # is scored against the other views' silhouettes.
+        x = (self.pixels[:, 0] + 0.5 - self.width / 2.0) / f
+        y = -(self.pixels[:, 1] + 0.5 - self.height / 2.0) / f
+        local = np.stack([x, y, -np.ones_like(x)], axis=1)
+        dirs = np.einsum("pij,pj->pi", c2w[self.owner, :3, :3], local)
+        origins = c2w[self.owner, :3, 3]
+
+        def best_along(samples: np.ndarray) -> np.ndarray:
+            points = origins[:, None, :] + dirs[:, None, :] * samples[..., None]
+            values = field(points.reshape(-1, 3), skip=np.repeat(self.owner, samples.shape[-1]))
+            return values.reshape(len(self.pixels), -1)
+
+        peak = depths[best_along(np.broadcast_to(depths, (len(self.pixels), len(depths)))).argmax(axis=1)]
+        # Second pass: a finer look around each ray's peak.
+        best = best_along(peak[:, None] + np.linspace(-step, step, 9)[None, :]).max(axis=1)
+        return float(np.mean(np.minimum(np.maximum(-best, 0.0), MISS_CAP)))
+
 
 def _outline(mask: np.ndarray, count: int) -> np.ndarray:
     """``(n, 2)`` pixel coordinates (x, y) spread evenly along the mask's outer and hole outlines."""
@@ -121,15 +131,22 @@ def calibrate_orbit(masks: np.ndarray, base: Orbit, rgb: np.ndarray | None = Non
     evaluations += len(scored)
     scored.sort()
 
-    fine = OutlineScore(masks, size=160, views=16, outline_points=80, depth_samples=32)
+    # Most of the pattern search's moves are large: make them on middle-sized masks, and only the last
+    # half-degree steps and the parabola on the fine ones.
+    middle = OutlineScore(masks, size=96, views=12, outline_points=60, depth_samples=24)
     best = None
     for score0, theta, phi, s in scored[:2]:
         if best is not None and score0 > 1.5 * scored[0][0]:
             break  # refine a runner-up basin only when the coarse grid could have misranked it
-        result = _pattern_search(fine, make, theta, phi, s, elevation is None, fov is None)
+        result = _pattern_search(middle, make, theta, phi, s, elevation is None, fov is None, min_step=2.0)
         evaluations += result[-1]
         if best is None or result[0] < best[0]:
             best = result
+    _, theta, phi, s, _ = best
+    fine = OutlineScore(masks, size=160, views=16, outline_points=80, depth_samples=32)
+    best = _pattern_search(fine, make, theta, phi, s, elevation is None, fov is None, step_theta=1.0,
+                           step_phi=0.625)
+    evaluations += best[-1]
     score, theta, phi, s, _ = best
     return Calibration(make(theta, phi, s), score, evaluations)
 

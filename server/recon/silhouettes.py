@@ -13,7 +13,8 @@ import numpy as np
 
 from ..orbit import Orbit, camera_position, look_at
 
-CHUNK = 1 << 15  # points per evaluation chunk: bounds memory at CHUNK × views floats
+BLOCK = 1 << 19  # samples (points × views) per evaluation chunk: bounds memory and keeps it cache-sized
+SHRT_MAX = 32767  # cv2.remap's limit on image and map sides
 
 
 def signed_distance(mask: np.ndarray) -> np.ndarray:
@@ -30,9 +31,10 @@ def view_cameras(orbit: Orbit, views: np.ndarray | None = None) -> np.ndarray:
     return np.stack([look_at(camera_position(a, orbit.elevation_deg, orbit.radius)) for a in azimuths])
 
 
-def projection_matrices(orbit: Orbit, width: int, height: int, views: np.ndarray | None = None) -> np.ndarray:
+def projection_matrices(orbit: Orbit, width: int, height: int, views: np.ndarray | None = None,
+                        cameras: np.ndarray | None = None) -> np.ndarray:
     """``(V, 3, 4)`` matrices mapping homogeneous world points to ``(u·d, v·d, d)`` in array-index pixels."""
-    c2w = view_cameras(orbit, views)
+    c2w = view_cameras(orbit, views) if cameras is None else cameras
     f = orbit.focal_px(width, height)
     # Camera looks down −Z with +Y up; pixel centres sit at index + 0.5, so array index = u − 0.5.
     cx, cy = width / 2.0 - 0.5, height / 2.0 - 0.5
@@ -45,47 +47,62 @@ class SilhouetteField:
     """``F(x)`` for a set of masks and their cameras (a subset of the orbit's frames when ``views`` is given)."""
 
     def __init__(self, masks: np.ndarray, orbit: Orbit, views: np.ndarray | None = None,
-                 sdt: np.ndarray | None = None) -> None:
-        """``sdt``: the views' signed distances when already computed (calibration tries many orbits)."""
+                 sdt: np.ndarray | None = None, cameras: np.ndarray | None = None) -> None:
+        """``sdt``/``cameras``: the views' signed distances and camera-to-world matrices when already known
+        (calibration tries many orbits)."""
         views = np.arange(masks.shape[0]) if views is None else np.asarray(views)
         self.height, self.width = masks.shape[1:3]
-        self.sdt = np.stack([signed_distance(masks[k]) for k in views]) if sdt is None else sdt
-        self.proj = projection_matrices(orbit, self.width, self.height, views).astype(np.float32)
+        # All views tiled into one image (column-major; cv2.remap takes at most 32766 rows and columns), so
+        # that a single remap samples every view at once.
+        per_column = min(len(views), (SHRT_MAX - 1) // self.height)
+        columns = -(-len(views) // per_column)
+        self.atlas = np.zeros((per_column * self.height, columns * self.width), np.float32)
+        tiles = np.arange(len(views))
+        self.tile_u = ((tiles // per_column) * self.width).astype(np.float32)[:, None]
+        self.tile_v = ((tiles % per_column) * self.height).astype(np.float32)[:, None]
+        for i, k in enumerate(views):
+            u, v = int(self.tile_u[i, 0]), int(self.tile_v[i, 0])
+            self.atlas[v:v + self.height, u:u + self.width] = signed_distance(masks[k]) if sdt is None else sdt[i]
+        self.proj = projection_matrices(orbit, self.width, self.height, views, cameras).astype(np.float32)
         self.views = views
 
     def pixels_per_unit(self, orbit: Orbit) -> float:
         """Pixels spanned by one world unit at the orbit centre's depth."""
         return orbit.focal_px(self.width, self.height) / orbit.radius
 
-    def __call__(self, points: np.ndarray, skip: int | None = None) -> np.ndarray:
-        """``(M,) float32`` field at ``points (M, 3)``; ``skip`` leaves one view (by position) out."""
+    def __call__(self, points: np.ndarray, skip: int | np.ndarray | None = None) -> np.ndarray:
+        """``(M,) float32`` field at ``points (M, 3)``; ``skip`` leaves one view (by position) out, for all
+        points or (an ``(M,)`` array) for each point."""
         out = np.empty(len(points), dtype=np.float32)
-        for start in range(0, len(points), CHUNK):
-            out[start:start + CHUNK] = self._evaluate(np.asarray(points[start:start + CHUNK], np.float32), skip)
+        chunk = max(1, BLOCK // len(self.views))
+        for start in range(0, len(points), chunk):
+            part = skip[start:start + chunk] if isinstance(skip, np.ndarray) else skip
+            out[start:start + chunk] = self._evaluate(np.asarray(points[start:start + chunk], np.float32), part)
         return out
 
-    def _evaluate(self, points: np.ndarray, skip: int | None) -> np.ndarray:
-        n = len(points)
-        hom = np.concatenate([points, np.ones((n, 1), np.float32)], axis=1)
-        proj = np.einsum("vij,mj->vim", self.proj, hom)  # (V, 3, M)
+    def _evaluate(self, points: np.ndarray, skip: int | np.ndarray | None) -> np.ndarray:
+        n, count = len(points), len(self.views)
+        proj = self.proj[:, :, :3] @ points.T + self.proj[:, :, 3:]  # (V, 3, M)
         depth = proj[:, 2]
         safe = np.where(depth > 1e-6, depth, np.float32(1e-6))
         u, v = proj[:, 0] / safe, proj[:, 1] / safe
         # Outside the image, extend the field linearly from the nearest border pixel.
         uc, vc = np.clip(u, 0, self.width - 1), np.clip(v, 0, self.height - 1)
         beyond = np.hypot(u - uc, v - vc)
-        # cv2.remap samples bilinearly in C; a map row must stay under 32767 columns.
-        cols = n if n < 32767 else 1024
-        rows = -(-n // cols)
+        uc += self.tile_u  # view k's tile in the atlas
+        vc += self.tile_v
+        # cv2.remap samples bilinearly in C; a map row must stay under SHRT_MAX columns.
+        total = count * n
+        cols = total if total < SHRT_MAX else 1024
+        rows = -(-total // cols)
         grid_u = np.zeros((rows * cols,), np.float32)
         grid_v = np.zeros((rows * cols,), np.float32)
-        out = np.full(n, np.inf, np.float32)
-        for k in range(len(self.sdt)):
-            if k == skip:
-                continue
-            grid_u[:n], grid_v[:n] = uc[k], vc[k]
-            sampled = cv2.remap(self.sdt[k], grid_u.reshape(rows, cols), grid_v.reshape(rows, cols),
-                                cv2.INTER_LINEAR).ravel()[:n]
-            values = np.where(depth[k] > 1e-6, sampled - beyond[k], np.float32(-1e3))  # behind the camera: outside
-            np.minimum(out, values, out=out)
-        return out
+        grid_u[:total], grid_v[:total] = uc.ravel(), vc.ravel()
+        sampled = cv2.remap(self.atlas, grid_u.reshape(rows, cols), grid_v.reshape(rows, cols),
+                            cv2.INTER_LINEAR).ravel()[:total].reshape(count, n)
+        values = np.where(depth > 1e-6, sampled - beyond, np.float32(-1e3))  # behind the camera: outside
+        if isinstance(skip, np.ndarray):
+            values[skip, np.arange(n)] = np.inf
+        elif skip is not None:
+            values[skip] = np.inf
+        return values.min(axis=0)

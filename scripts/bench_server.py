@@ -28,9 +28,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(int(q / 100 * len(ordered)), len(ordered) - 1)]
 
 
-def start_server(ckpt: str, jobs_dir: str) -> tuple[subprocess.Popen, str]:
+def start_server(ckpt: str, jobs_dir: str, device: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([DROPLET3D, "serve", "--port", "0", "--jobs-dir", jobs_dir, "--ckpt", ckpt, "--device",
-                             "cpu"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                             device], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     for line in proc.stdout:
         if "listening on http://" in line:
             url = line.split("listening on ", 1)[1].split()[0]
@@ -67,12 +67,14 @@ def main() -> int:
     parser.add_argument("--pollers", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--downloads", type=int, default=30)
+    parser.add_argument("--long-steps", type=int, default=500, help="steps of the job polled while it runs")
+    parser.add_argument("--device", default="cpu", help="where the server runs the model (cpu, cuda)")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="bench-server-")
     ckpt = args.ckpt or str(Path(tmp) / "tiny")
     if not args.ckpt:
         subprocess.run([DROPLET3D, "make-tiny-checkpoint", ckpt], check=True, capture_output=True)
-    proc, url = start_server(ckpt, str(Path(tmp) / "jobs"))
+    proc, url = start_server(ckpt, str(Path(tmp) / "jobs"), args.device)
     try:
         with httpx.Client(base_url=url, timeout=60) as client:
             # A finished job with a few MB of frames to download (noise frames from the tiny model).
@@ -80,7 +82,8 @@ def main() -> int:
             finished = wait(client, done, lambda s: s["status"] in ("succeeded", "failed"))
             assert finished["status"] == "succeeded", finished
             # A long job to poll while it runs, then submissions queued behind it.
-            long_id, _ = submit(client, {"prompt": "long", "width": 64, "height": 64, "num_frames": 9, "steps": 500})
+            long_id, _ = submit(client, {"prompt": "long", "width": 64, "height": 64, "num_frames": 9,
+                                            "steps": args.long_steps})
             wait(client, long_id, lambda s: s["stage"] == "denoising")
             latencies: list[float] = []
             stop = time.perf_counter() + args.seconds

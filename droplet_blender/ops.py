@@ -199,12 +199,4 @@ CLASSES = (DROPLET_OT_check_server, DROPLET_OT_preview_input, DROPLET_OT_generat
            DROPLET_OT_reimport, DROPLET_OT_open_folder, DROPLET_OT_remove_job, DROPLET_OT_refresh_history,
            DROPLET_OT_report)
 
-
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -207,12 +207,4 @@ def _wrapped(layout, text: str, icon: str = "NONE", width: int = 42) -> None:
 CLASSES = (DROPLET_PT_main, DROPLET_PT_input, DROPLET_PT_prompt, DROPLET_PT_settings, DROPLET_UL_jobs,
            DROPLET_PT_jobs)
 
-
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -52,40 +52,32 @@ def ckpt_noise(tiny_root, ckpt_3d) -> Path:
     return _flip_flag(ckpt_3d, tiny_root / "noise", "add_noise_in_inpaint_model", True)
 
 
-@pytest.fixture(scope="session")
-def engine_3d(ckpt_3d):
+def _cpu_engine(ckpt: Path):
     from droplet3d.engine import DropletEngine
 
-    engine = DropletEngine.load(str(ckpt_3d), device="cpu")
+    engine = DropletEngine.load(str(ckpt), device="cpu")
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def engine_3d(ckpt_3d):
+    yield from _cpu_engine(ckpt_3d)
 
 
 @pytest.fixture(scope="session")
 def engine_rotary(ckpt_rotary):
-    from droplet3d.engine import DropletEngine
-
-    engine = DropletEngine.load(str(ckpt_rotary), device="cpu")
-    yield engine
-    engine.close()
+    yield from _cpu_engine(ckpt_rotary)
 
 
 @pytest.fixture(scope="session")
 def engine_video(ckpt_video):
-    from droplet3d.engine import DropletEngine
-
-    engine = DropletEngine.load(str(ckpt_video), device="cpu")
-    yield engine
-    engine.close()
+    yield from _cpu_engine(ckpt_video)
 
 
 @pytest.fixture(scope="session")
 def engine_noise(ckpt_noise):
-    from droplet3d.engine import DropletEngine
-
-    engine = DropletEngine.load(str(ckpt_noise), device="cpu")
-    yield engine
-    engine.close()
+    yield from _cpu_engine(ckpt_noise)
 
 
 @pytest.fixture(scope="session")

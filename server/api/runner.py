@@ -13,10 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from ..errors import Cancelled, DropletError, InputError
-from ..orbit import Orbit, write_transforms
 from .artifacts import write_frames_zip
 from .engines import EXPECTED_KIND, EngineRegistry
 
@@ -67,19 +64,6 @@ def recon_options(params: dict[str, Any]):
     return ReconOptions(**kwargs)
 
 
-def write_nominal_transforms(frames: Path, job_dir: Path, params: dict[str, Any]) -> None:
-    """``transforms.json`` for the orbit the caller described (or the default one), when it cannot be measured."""
-    hints = params.get("orbit") or {}
-    names = sorted(p.name for p in frames.glob("*.png"))
-    with Image.open(frames / names[0]) as first:
-        width, height = first.size
-    given = {"elevation_deg": hints.get("elevation"), "fov_deg": hints.get("fov"), "radius": hints.get("radius"),
-             "start_azimuth_deg": hints.get("start_azimuth"), "closed": hints.get("closed"),
-             "direction": {"ccw": 1, "cw": -1}.get(hints.get("direction"))}
-    orbit = Orbit(num_frames=len(names), **{k: v for k, v in given.items() if v is not None})
-    write_transforms(job_dir / "transforms.json", orbit, width, height, [f"frames/{n}" for n in names])
-
-
 def run_job(mode: str, params: dict[str, Any], inputs: dict[str, str], job_dir: Path, engines: EngineRegistry,
             progress: Progress, should_cancel: Callable[[], bool]) -> list[str]:
     """Run the job into ``job_dir``; returns warnings for the caller (the job still succeeded)."""
@@ -99,7 +83,7 @@ def run_job(mode: str, params: dict[str, Any], inputs: dict[str, str], job_dir: 
         run_generation(engine, job_dir / inputs["image"], generation_params(params), job_dir, progress=progress,
                        should_cancel=should_cancel)
         if mode == "orbit":
-            from ..recon import calibrate, reconstruct
+            from ..recon import calibrate, reconstruct, write_nominal_transforms
 
             frames = job_dir / "frames"
             if not frames.is_dir():
@@ -111,7 +95,7 @@ def run_job(mode: str, params: dict[str, Any], inputs: dict[str, str], job_dir: 
                 try:
                     calibrate(frames, job_dir, recon_options(params), progress=progress)
                 except InputError as exc:  # the orbit itself is fine; only its cameras could not be measured
-                    write_nominal_transforms(frames, job_dir, params)
+                    write_nominal_transforms(job_dir, recon_options(params))
                     warnings.append(f"orbit calibration failed ({exc}); transforms.json holds the nominal orbit "
                                     "(given hints, else the default elevation, fov and direction)")
     if should_cancel():

@@ -129,12 +129,12 @@ def _cameras(out: Path, reconstruct: bool, bars: StageBars) -> None:
     if reconstruct:
         result = recon.reconstruct(out / "frames", out, progress=bars)
         print(f"mesh: {result.mesh_path}")
-    elif hasattr(recon, "calibrate"):
+    else:
         from ..errors import DropletError
 
         try:
             recon.calibrate(out / "frames", out)
         except DropletError as exc:  # the orbit itself was generated; only the camera estimate failed
-            logger.warning("orbit written, but no transforms.json: calibration failed: %s", exc)
-    else:
-        logger.warning("droplet3d.recon.calibrate is not available yet: no transforms.json written")
+            recon.write_nominal_transforms(out)
+            logger.warning("calibration failed (%s): transforms.json holds the nominal orbit (default elevation, "
+                           "fov and direction)", exc)

@@ -20,14 +20,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from .. import __version__
 from ..errors import Cancelled, InputError
-from ..orbit import DEFAULT_RADIUS, Orbit, write_transforms
+from ..orbit import DEFAULT_ELEVATION_DEG, DEFAULT_FOV_DEG, DEFAULT_RADIUS, Orbit, write_transforms
 from .calibration import calibrate_orbit
 from .carving import carve_concavities
 from .export import textured_mesh, write_mesh
-from .frames import Frames, load_frames
+from .frames import IMAGE_SUFFIXES, Frames, load_frames
 from .hull import carve_hull
 from .masks import compute_masks
 from .silhouettes import SilhouetteField
@@ -154,6 +155,27 @@ def calibrate(source: str | Path, out_dir: str | Path, options: ReconOptions | N
     run = _Run(4, progress, None)
     frames, masks, orbit, _ = _frames_masks_orbit(source, options, run)
     _commit(out_dir, frames, masks, orbit, options, run, None, None)
+    return orbit
+
+
+def write_nominal_transforms(job_dir: str | Path, options: ReconOptions | None = None) -> Orbit:
+    """``transforms.json`` for ``job_dir/frames`` on the orbit as given (defaults for the rest).
+
+    For a generated orbit whose cameras could not be measured (noise, no object found): the frames still get
+    cameras, so every orbit job folder can be imported. Reads only the first frame's size.
+    """
+    options = options or ReconOptions()
+    job_dir = Path(job_dir)
+    names = sorted(p.name for p in (job_dir / "frames").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not names:
+        raise InputError(f"{job_dir / 'frames'} holds no frames", field="frames")
+    with Image.open(job_dir / "frames" / names[0]) as first:
+        width, height = first.size
+    orbit = Orbit(num_frames=len(names), elevation_deg=_or(options.elevation_deg, DEFAULT_ELEVATION_DEG),
+                  fov_deg=_or(options.fov_deg, DEFAULT_FOV_DEG), radius=_or(options.radius, DEFAULT_RADIUS),
+                  direction=_or(options.direction, 1), start_azimuth_deg=_or(options.start_azimuth_deg, 0.0),
+                  closed=bool(options.closed))
+    write_transforms(job_dir / "transforms.json", orbit, width, height, [f"frames/{n}" for n in names])
     return orbit
 
 

@@ -11,7 +11,7 @@ import zipfile
 from api_helpers import FAST, disc_frames, mp4_bytes, sse_statuses, submit, wait_for, zip_bytes
 
 SMALL_MESH = {"resolution": 32, "face_budget": 500, "texture_size": 256}
-STAGE_ORDER = ["loading", "encoding", "denoising", "decoding", "writing", "reconstructing", "done"]
+STAGE_ORDER = ["queued", "loading", "encoding", "denoising", "decoding", "writing", "reconstructing", "done"]
 
 
 def check_artifacts(client, status: dict) -> dict[str, bytes]:

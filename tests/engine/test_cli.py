@@ -17,7 +17,7 @@ def test_engine_cli_module_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=60)
 
 
-def test_generate_end_to_end(ckpt_3d, tmp_path, capsys):
+def test_generate_end_to_end(ckpt_3d, tmp_path, capsys, caplog):
     image = tmp_path / "in.png"
     Image.fromarray(np.full((40, 30, 4), (200, 50, 50, 255), dtype=np.uint8)).save(image)
     out = tmp_path / "job"
@@ -31,6 +31,11 @@ def test_generate_end_to_end(ckpt_3d, tmp_path, capsys):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["params"]["num_frames"] == 9 and manifest["params"]["steps"] == 2
     assert len(list((out / "frames").glob("*.png"))) == 9 and (out / "orbit.mp4").is_file()
+    # Random weights draw noise that cannot be calibrated: the folder still gets the nominal orbit's cameras.
+    assert "nominal orbit" in caplog.text
+    transforms = json.loads((out / "transforms.json").read_text())
+    assert [f["file_path"] for f in transforms["frames"]] == [f"frames/{k:04d}.png" for k in range(9)]
+    assert transforms["w"] == 32 and transforms["orbit"]["elevation_deg"] == 0.0
 
 
 def test_generate_reports_bad_input_without_traceback(ckpt_3d, tmp_path, capsys):

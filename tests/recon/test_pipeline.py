@@ -135,3 +135,17 @@ def test_cli_reports_bad_input_with_exit_code_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert droplet3d_main(["reconstruct", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 2
     assert "no frames" in capsys.readouterr().err
+
+
+def test_nominal_transforms_use_the_given_orbit_and_defaults_for_the_rest(tmp_path):
+    from droplet3d.recon import write_nominal_transforms
+
+    (tmp_path / "frames").mkdir()
+    for k in range(5):
+        Image.new("RGB", (48, 32)).save(tmp_path / "frames" / f"{k:04d}.png")
+    orbit = write_nominal_transforms(tmp_path, ReconOptions(elevation_deg=15.0, direction="cw"))
+    saved, data = read_transforms(tmp_path / "transforms.json")
+    assert saved == orbit and orbit.num_frames == 5
+    assert (orbit.elevation_deg, orbit.direction, orbit.fov_deg) == (15.0, -1, 40.0)
+    assert (data["w"], data["h"]) == (48, 32)
+    assert data["frames"][4]["file_path"] == "frames/0004.png"

@@ -37,6 +37,7 @@ class JobState:
     eta_seconds: float | None = None
     queue_position: int | None = None
     error: str = ""
+    warnings: str = ""  # the server's notes on a job that still succeeded (e.g. nominal cameras), one per line
     job_id: str = ""
     folder: str = ""
     prompt: str = ""
@@ -65,6 +66,7 @@ class JobState:
         self.total = int(status.get("total") or 0)
         self.eta_seconds = status.get("eta_seconds")
         self.queue_position = status.get("queue_position")
+        self.warnings = "\n".join(str(w) for w in status.get("warnings") or [])
         err = status.get("error")
         if err:
             if isinstance(err, dict):

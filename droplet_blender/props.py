@@ -101,6 +101,7 @@ class DropletJobItem(bpy.types.PropertyGroup):
     eta: bpy.props.FloatProperty(default=-1.0)
     queue_position: bpy.props.IntProperty(default=-1)
     error: bpy.props.StringProperty()
+    warnings: bpy.props.StringProperty()
     folder: bpy.props.StringProperty()
     prompt: bpy.props.StringProperty()
     collection: bpy.props.StringProperty()

@@ -95,6 +95,7 @@ def apply_state(wm, state: JobState, *, quiet: bool = False) -> None:
     item.eta = -1.0 if state.eta_seconds is None else float(state.eta_seconds)
     item.queue_position = -1 if state.queue_position is None else int(state.queue_position)
     item.error, item.folder, item.prompt, item.created_at = state.error, state.folder, state.prompt, state.created_at
+    item.warnings = state.warnings
     if state.status == previous or quiet:
         return
     name = state.job_id or state.key
@@ -104,6 +105,8 @@ def apply_state(wm, state: JobState, *, quiet: bool = False) -> None:
         report("WARNING", f"Droplet job {name} was cancelled")
     elif state.status == "succeeded":
         report("INFO", f"Droplet job {name} finished: {state.folder}")
+        for warning in filter(None, state.warnings.splitlines()):
+            report("WARNING", f"Droplet job {name}: {warning}")
         if state.key in auto_import:
             auto_import.discard(state.key)
             import_item(item, state.source)

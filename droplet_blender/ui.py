@@ -180,6 +180,8 @@ class DROPLET_PT_jobs(_DropletPanel, bpy.types.Panel):
             box = layout.box()
             box.alert = True
             _wrapped(box, item.error, icon="ERROR")
+        for warning in filter(None, item.warnings.splitlines()):
+            _wrapped(layout.box(), warning, icon="INFO")
         if item.prompt:
             _wrapped(layout, item.prompt[:160] + ("…" if len(item.prompt) > 160 else ""))
         row = layout.row(align=True)

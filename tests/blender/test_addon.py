@@ -70,6 +70,8 @@ def test_panel_shows_server_state_errors_and_job_progress(scene):
         jobs.JobState(key="f", job_id="J-fail", status="failed", error="CUDA out of memory"),
         jobs.JobState(key="s", job_id="J-ok", status="succeeded", folder="/nonexistent"),
         jobs.JobState(key="c", job_id="J-cancel", status="cancelled"),
+        jobs.JobState(key="w", job_id="J-warn", status="succeeded", folder="/nonexistent",
+                      warnings="orbit calibration failed; transforms.json holds the nominal orbit"),
     ]
     for state in states:
         runtime.apply_state(wm, state)
@@ -84,6 +86,10 @@ def test_panel_shows_server_state_errors_and_job_progress(scene):
         assert expected in joined
     # the failure went to the info log too
     assert ("ERROR", "Droplet job J-fail failed: CUDA out of memory") in runtime.reports
+    # a job that succeeded with the server's warnings shows them in the panel and the info log
+    assert "holds the nominal orbit" in joined
+    assert ("WARNING", "Droplet job J-warn: orbit calibration failed; transforms.json holds the nominal orbit") \
+        in runtime.reports
 
 
 def test_online_access_off_is_explained_for_a_remote_server(scene):

@@ -4,8 +4,8 @@ Operators are called as the panel's buttons call them; the timer callback is pum
 because background Blender runs no event loop (``bpy.app.timers`` would call the same function).
 
 The tiny checkpoint is random, so its generated frames hold no object and an orbit job cannot be
-reconstructed: the success path with a mesh runs in reconstruct mode on a synthetic orbit instead,
-and orbit generation is exercised through progress and cancel.
+reconstructed: the success path with a mesh runs in reconstruct mode on a synthetic orbit instead, and
+orbit generation runs end to end on the cameras the server calibrates (or, failing that, its nominal orbit).
 """
 
 import json
@@ -99,6 +99,24 @@ def test_reconstruct_end_to_end_imports_cameras_planes_turntable_and_mesh_on_the
     # ... which lands it on the source: the coarse 32³ hull of the synthetic orbit is only roughly centred
     assert all(lo < c < hi for c, lo, hi in zip(centre, (1.5, 0.5, 0.0), (2.5, 1.5, 1.0), strict=True))
     assert any(kind == "INFO" and item.job_id in msg for kind, msg in module("runtime").reports)
+
+
+def test_generate_orbit_end_to_end_imports_cameras_planes_and_turntable_without_a_mesh(connected):
+    props = connected.droplet
+    props.mode, props.steps, props.frames, props.reconstruct = "orbit", 2, 9, False
+    assert bpy.ops.droplet.generate() == {"FINISHED"}
+    pump_until(lambda: latest_job().status in ("succeeded", "failed", "cancelled"))
+    item = latest_job()
+    assert item.status == "succeeded", item.error
+    coll = bpy.data.collections[item.collection]
+    transforms = json.loads((module("jobs").Path(item.folder) / "transforms.json").read_text())
+    cams = [o for o in coll.all_objects if " Camera " in o.name]
+    planes = sorted((o for o in coll.all_objects if " Plane " in o.name), key=lambda o: o.name)
+    assert len(cams) == len(planes) == len(transforms["frames"]) == 9
+    assert not any(o.name.endswith(" Mesh") for o in coll.all_objects)  # no mesh was asked for
+    assert tuple(planes[0].active_material.node_tree.nodes["Frame"].image.size) == (64, 64)
+    connected.frame_set(connected.frame_start + 4)
+    assert [p.name for p in planes if not p.hide_render] == [planes[4].name]
 
 
 def test_generate_shows_denoising_progress_and_cancel_reaches_the_server(connected, live_server):

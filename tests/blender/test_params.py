@@ -56,6 +56,8 @@ def test_server_status_maps_onto_the_job_state():
     state.apply_status({"id": "J", "status": "failed", "stage": "failed", "progress": 0.5,
                         "error": {"code": "oom", "message": "CUDA out of memory"}})
     assert state.finished and state.error == "CUDA out of memory"
+    state.apply_status({"id": "J", "status": "succeeded", "warnings": ["cameras are nominal", "no mesh"]})
+    assert state.warnings == "cameras are nominal\nno mesh"
 
 
 def test_history_is_read_from_job_folders_and_skips_damaged_records(tmp_path):

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..files import write_json_atomic
 from .schemas import TERMINAL
 
 log = logging.getLogger(__name__)
@@ -79,16 +80,6 @@ class Job:
         return cls(**{key: data[key] for key in cls.PERSISTED if key in data})
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write-then-rename in the same folder, fsynced: readers see the old file or the new one, never a mix."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 class JobStore:
     """The jobs folder. Paths are only ever built from ids that match :data:`JOB_ID_RE`."""
 
@@ -112,13 +103,13 @@ class JobStore:
 
     def commit(self, staging: Path, job: Job) -> Path:
         """Write ``job.json`` into a staging folder and move it into place as the job's folder."""
-        write_json_atomic(staging / JOB_FILE, job.record())
+        write_json_atomic(staging / JOB_FILE, job.record(), indent=1)
         target = self.path(job.id)
         os.rename(staging, target)
         return target
 
     def save(self, job: Job) -> None:
-        write_json_atomic(self.path(job.id) / JOB_FILE, job.record())
+        write_json_atomic(self.path(job.id) / JOB_FILE, job.record(), indent=1)
 
     def load_all(self) -> tuple[list[Job], list[Job]]:
         """Read every job; returns ``(jobs, interrupted)``. Leftover staging and trash folders are removed."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import json
 import logging
 import math
 import secrets
@@ -22,6 +21,7 @@ from PIL import Image
 
 from .. import __version__
 from ..errors import Cancelled, DropletError, InputError
+from ..files import write_json_atomic
 from .checkpoint import CheckpointInfo, inspect_checkpoint, load_components, resolve_checkpoint
 from .device import (
     apply_memory_profile,
@@ -346,6 +346,4 @@ def _move_into(staging: Path, out: Path, manifest: dict) -> None:
             target.unlink()
     for item in staging.iterdir():
         item.rename(out / item.name)
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    tmp.rename(out / "manifest.json")
+    write_json_atomic(out / "manifest.json", manifest)

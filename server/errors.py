@@ -38,6 +38,14 @@ class CheckpointError(DropletError):
     code = "bad_checkpoint"
 
 
+class ReconstructionError(DropletError):
+    """Frames that were read fine gave no cameras or no mesh. ``code`` names what failed: ``no_foreground``,
+    ``foreground_clipped``, ``calibration_failed``, ``empty_reconstruction``. Not the caller's fault, so not an
+    :class:`InputError`; in an orbit job it becomes a warning and the generation is kept."""
+
+    code = "reconstruction_failed"
+
+
 class Cancelled(DropletError):
     """Raised between steps when the caller's cancel check returns true."""
 

@@ -83,21 +83,14 @@ def run_job(mode: str, params: dict[str, Any], inputs: dict[str, str], job_dir: 
         run_generation(engine, job_dir / inputs["image"], generation_params(params), job_dir, progress=progress,
                        should_cancel=should_cancel)
         if mode == "orbit":
-            from ..recon import calibrate, reconstruct, write_nominal_transforms
+            from ..recon import orbit_cameras
 
-            frames = job_dir / "frames"
-            if not frames.is_dir():
+            if not (job_dir / "frames").is_dir():
                 raise DropletError("the generation wrote no frames/ folder", code="no_frames")
-            if params.get("reconstruct"):
-                reconstruct(frames, job_dir, recon_options(params), progress=progress, should_cancel=should_cancel)
-            else:
-                progress("reconstructing", 0, 0, 0.0)
-                try:
-                    calibrate(frames, job_dir, recon_options(params), progress=progress)
-                except InputError as exc:  # the orbit itself is fine; only its cameras could not be measured
-                    write_nominal_transforms(job_dir, recon_options(params))
-                    warnings.append(f"orbit calibration failed ({exc}); transforms.json holds the nominal orbit "
-                                    "(given hints, else the default elevation, fov and direction)")
+            _, warning = orbit_cameras(job_dir, recon_options(params), mesh=bool(params.get("reconstruct")),
+                                       progress=progress, should_cancel=should_cancel)
+            if warning is not None:
+                warnings.append(warning["message"])
     if should_cancel():
         raise Cancelled("cancelled")
     progress("writing", 0, 0, 0.0)

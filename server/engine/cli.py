@@ -124,17 +124,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _cameras(out: Path, reconstruct: bool, bars: StageBars) -> None:
     """Every orbit folder gets transforms.json: a full reconstruction, or the cheap calibration only."""
-    import droplet3d.recon as recon
+    from ..recon import orbit_cameras
 
-    if reconstruct:
-        result = recon.reconstruct(out / "frames", out, progress=bars)
-        print(f"mesh: {result.mesh_path}")
-    else:
-        from ..errors import DropletError
-
-        try:
-            recon.calibrate(out / "frames", out)
-        except DropletError as exc:  # the orbit itself was generated; only the camera estimate failed
-            recon.write_nominal_transforms(out)
-            logger.warning("calibration failed (%s): transforms.json holds the nominal orbit (default elevation, "
-                           "fov and direction)", exc)
+    _, warning = orbit_cameras(out, mesh=reconstruct, progress=bars)
+    if warning is not None:
+        logger.warning("%s", warning["message"])
+    elif reconstruct:
+        print(f"mesh: {out / 'mesh.glb'}")

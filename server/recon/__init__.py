@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .pipeline import ReconOptions, ReconResult, calibrate, reconstruct, write_nominal_transforms
+    from .pipeline import ReconOptions, ReconResult, calibrate, orbit_cameras, reconstruct, write_nominal_transforms
 
-__all__ = ["ReconOptions", "ReconResult", "calibrate", "reconstruct", "write_nominal_transforms"]
+__all__ = ["ReconOptions", "ReconResult", "calibrate", "orbit_cameras", "reconstruct", "write_nominal_transforms"]
 
 
 def __getattr__(name: str):

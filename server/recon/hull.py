@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import ReconstructionError
 from ..orbit import Orbit
 from .silhouettes import SilhouetteField
 
@@ -40,8 +40,8 @@ def object_bounds(field: SilhouetteField, orbit: Orbit, samples: int = 33) -> tu
     margin = 2.0 * spacing * field.pixels_per_unit(orbit)  # a cell may hide a thin part: keep near-misses
     inside = np.argwhere(values > -margin)
     if inside.size == 0:
-        raise InputError("the silhouettes do not intersect: the orbit parameters do not fit these frames",
-                         field="frames")
+        raise ReconstructionError("the silhouettes do not intersect: the orbit parameters do not fit these frames",
+                                  code="empty_reconstruction")
     lo = origin + spacing * (inside.min(axis=0) - 1)
     hi = origin + spacing * (inside.max(axis=0) + 1)
     return lo, hi

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 
-from ..errors import InputError
+from ..errors import ReconstructionError
 
 SHADOW_MIN_BRIGHTNESS = 0.72  # darker than this (relative to the background) is foreground even without chroma
 MIN_CHROMA = 0.035  # floors on the thresholds, as fractions of full scale, for noise-free renders
@@ -23,7 +23,7 @@ MIN_BRIGHTNESS = 0.06
 
 
 def compute_masks(rgb: np.ndarray, alpha: np.ndarray | None = None, names: list[str] | None = None) -> np.ndarray:
-    """``(N, H, W) bool`` foreground masks of ``rgb (N, H, W, 3) uint8``; InputError on unusable frames."""
+    """``(N, H, W) bool`` foreground masks of ``rgb (N, H, W, 3) uint8``; ReconstructionError on unusable frames."""
     names = names or [f"{k:04d}" for k in range(rgb.shape[0])]
 
     def one(k: int) -> np.ndarray:
@@ -137,7 +137,8 @@ def clean_mask(mask: np.ndarray, smooth: bool = True) -> np.ndarray:
 
 def _check_mask(mask: np.ndarray, name: str) -> None:
     if not mask.any():
-        raise InputError(f"frame {name} has no foreground: no object stands out from the background", field="frames")
+        raise ReconstructionError(f"frame {name} has no foreground: no object stands out from the background",
+                                  code="no_foreground")
     if mask[0].any() and mask[-1].any() and mask[:, 0].any() and mask[:, -1].any():
-        raise InputError(f"frame {name}: the foreground touches every border; reconstruction needs the whole object "
-                         "in view on a plain background", field="frames")
+        raise ReconstructionError(f"frame {name}: the foreground touches every border; reconstruction needs the whole "
+                                  "object in view on a plain background", code="foreground_clipped")

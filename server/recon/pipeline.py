@@ -9,6 +9,7 @@ and moved in at the end, so a failure or a cancel leaves ``out_dir`` as it was.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import shutil
@@ -23,7 +24,8 @@ import numpy as np
 from PIL import Image
 
 from .. import __version__
-from ..errors import Cancelled, InputError
+from ..errors import Cancelled, InputError, ReconstructionError
+from ..files import write_json_atomic
 from ..orbit import DEFAULT_ELEVATION_DEG, DEFAULT_FOV_DEG, DEFAULT_RADIUS, Orbit, write_transforms
 from .calibration import calibrate_orbit
 from .carving import carve_concavities
@@ -34,6 +36,8 @@ from .masks import compute_masks
 from .silhouettes import SilhouetteField
 from .surface import extract_surface
 from .texture import bake_texture, build_atlas, vertex_colours
+
+log = logging.getLogger(__name__)
 
 STAGE = "reconstructing"
 FORMATS = ("glb", "obj", "ply")
@@ -177,6 +181,49 @@ def write_nominal_transforms(job_dir: str | Path, options: ReconOptions | None =
                   closed=bool(options.closed))
     write_transforms(job_dir / "transforms.json", orbit, width, height, [f"frames/{n}" for n in names])
     return orbit
+
+
+def orbit_cameras(job_dir: str | Path, options: ReconOptions | None = None, *, mesh: bool,
+                  progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None,
+                  ) -> tuple[Orbit, dict | None]:
+    """Cameras for a generated orbit in ``job_dir/frames`` (and ``mesh.glb`` with ``mesh=True``); the orbit job's
+    one recon call, for the CLI and the service alike.
+
+    The generation is never lost to its reconstruction: when the frames give no cameras or no mesh,
+    ``transforms.json`` holds the nominal orbit (hints given, else defaults), ``manifest.json`` records the failure,
+    and the returned warning ``{code, message}`` says what failed. A cancel still raises.
+    """
+    job_dir = Path(job_dir)
+    options = options or ReconOptions()
+    try:
+        if mesh:
+            return reconstruct(job_dir / "frames", job_dir, options, progress, should_cancel).orbit, None
+        if progress is not None:
+            progress(STAGE, 0, 0, 0.0)
+        return calibrate(job_dir / "frames", job_dir, options, progress), None
+    except Cancelled:
+        raise
+    except Exception as exc:  # a bug in a late stage must not cost the generation either
+        if not isinstance(exc, ReconstructionError):
+            log.exception("reconstruction of %s failed unexpectedly", job_dir)
+        code = exc.code if isinstance(exc, ReconstructionError) else "reconstruction_error"
+        orbit = write_nominal_transforms(job_dir, options)
+        what = "mesh" if mesh else "camera calibration"
+        message = (f"{what} failed ({code}: {exc}); the frames and video are kept and transforms.json holds the "
+                   "nominal orbit (given hints, else the default elevation, fov and direction)")
+        _record_failure(job_dir, {"status": "failed", "code": code, "message": str(exc), "nominal_orbit": True})
+        return orbit, {"code": "reconstruction_failed" if mesh else "nominal_cameras", "message": message}
+
+
+def _record_failure(job_dir: Path, section: dict) -> None:
+    manifest = job_dir / "manifest.json"
+    try:
+        data = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    write_json_atomic(manifest, {**data, "reconstruction": section})
 
 
 def _frames_masks_orbit(source: Path, options: ReconOptions, run: _Run):

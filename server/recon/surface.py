@@ -9,7 +9,7 @@ import trimesh
 from scipy import ndimage
 from skimage.measure import marching_cubes
 
-from ..errors import DropletError
+from ..errors import ReconstructionError
 from .hull import Volume
 
 OUTSIDE = -1e3
@@ -22,7 +22,7 @@ def extract_surface(volume: Volume, face_budget: int = 10000, smooth_iterations:
     # Samples exactly on the level give zero-length edges that, once merged, leave holes.
     padded[padded == 0.0] = 1e-6
     if padded.max() <= 0:
-        raise DropletError("the reconstructed volume is empty", code="empty_reconstruction")
+        raise ReconstructionError("the reconstructed volume is empty", code="empty_reconstruction")
     verts, faces, _, _ = marching_cubes(padded, level=0.0, gradient_direction="descent", allow_degenerate=False)
     # Smooth and decimate in voxel units: the decimator's tolerances assume coordinates far above 1
     # (in metres it tears small meshes apart).

@@ -84,12 +84,18 @@ def test_video_job_uses_the_dropletvideo_checkpoint_with_fps(model_server):
     assert "orbit.mp4" in files and "transforms.json" not in files
 
 
-def test_orbit_job_asking_for_a_mesh_of_noise_fails_with_the_reason(model_server):
+def test_orbit_job_whose_mesh_fails_succeeds_with_its_frames_and_a_warning(model_server):
     with model_server.client() as client:
         job_id = submit(client, {"prompt": "a cup", **FAST, "reconstruct": True, "mesh": SMALL_MESH}).json()["id"]
         status = wait_for(client, job_id)
-    assert status["status"] == "failed" and status["error"]["code"] == "invalid_input"
-    assert status["error"]["field"] == "frames" and status["error"]["message"] and status["artifacts"] == []
+        assert status["status"] == "succeeded", status
+        files = check_artifacts(client, status)
+    assert "orbit.mp4" in files and "transforms.json" in files and "mesh.glb" not in files
+    assert any(name.startswith("frames/") or name == "frames.zip" for name in files)
+    assert len(status["warnings"]) == 1 and "mesh failed" in str(status["warnings"][0])
+    failure = json.loads(files["manifest.json"])["reconstruction"]
+    assert failure["status"] == "failed" and failure["code"] in ("no_foreground", "foreground_clipped",
+                                                                   "empty_reconstruction", "calibration_failed")
 
 
 def test_reconstruct_job_from_a_frames_zip(model_server):

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from droplet3d.errors import InputError
+from droplet3d.errors import InputError, ReconstructionError
 from droplet3d.recon import ReconOptions, calibrate, reconstruct
 from PIL import Image
 
@@ -34,11 +34,9 @@ def _too_close(k, shape):
     [
         (lambda d: (d / "frames").mkdir() or d / "frames", "no frames"),
         (lambda d: _frames(d / "frames", count=5), "at least 8 frames"),
-        (lambda d: _frames(d / "frames", draw=False), "no foreground"),
-        (lambda d: _frames(d / "frames", fill=_too_close), "touches every border"),
         (lambda d: d / "missing", "does not exist"),
     ],
-    ids=["empty-folder", "too-few-frames", "no-foreground", "foreground-everywhere", "missing-source"],
+    ids=["empty-folder", "too-few-frames", "missing-source"],
 )
 def test_bad_frame_sets_are_refused_with_the_reason_and_nothing_written(tmp_path, make, words):
     source = make(tmp_path)
@@ -48,6 +46,20 @@ def test_bad_frame_sets_are_refused_with_the_reason_and_nothing_written(tmp_path
     assert info.value.field in ("frames", "source")
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left behind
+
+
+@pytest.mark.parametrize(
+    ("fill", "code", "words"),
+    [(None, "no_foreground", "no foreground"), (_too_close, "foreground_clipped", "touches every border")],
+    ids=["no-foreground", "foreground-everywhere"],
+)
+def test_frames_without_a_usable_object_fail_as_reconstruction_not_as_input(tmp_path, fill, code, words):
+    source = _frames(tmp_path / "frames", draw=False, fill=fill)
+    out = tmp_path / "out"
+    with pytest.raises(ReconstructionError, match=words) as info:
+        reconstruct(source, out, GIVEN)
+    assert info.value.code == code and not isinstance(info.value, InputError)
+    assert not out.exists()
 
 
 def test_unreadable_frame_is_named(tmp_path):

@@ -66,13 +66,20 @@ class JobState:
         self.total = int(status.get("total") or 0)
         self.eta_seconds = status.get("eta_seconds")
         self.queue_position = status.get("queue_position")
-        self.warnings = "\n".join(str(w) for w in status.get("warnings") or [])
+        self.warnings = "\n".join(warning_text(w) for w in status.get("warnings") or [])
         err = status.get("error")
         if err:
             if isinstance(err, dict):
                 self.error = err.get("message") or err.get("code") or "the job failed"
             else:
                 self.error = str(err)
+
+
+def warning_text(warning) -> str:
+    """The message of a server warning ``{code, message}`` (older servers sent plain strings)."""
+    if isinstance(warning, dict):
+        return str(warning.get("message") or warning.get("code") or "")
+    return str(warning)
 
 
 def load_history(download_dir: Path) -> list[JobState]:

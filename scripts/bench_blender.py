@@ -1,6 +1,6 @@
 """Benchmark the Blender add-on: import time of a full-size job, and main-thread stalls while jobs run.
 
-    .venv-blender/bin/python scripts/bench_blender.py [--frames 85 --size 512 --sphere 6 --repeat 3]
+    .venv-blender/bin/python scripts/bench_blender.py [--num-frames 85 --size 512 --sphere 6 --repeat 3]
 
 1. Import: a synthetic finished job (85 frames of 512², transforms.json, a GLB of 20·4^sphere faces)
    imported into a fresh scene ``repeat`` times (first = cold, images not cached by the OS yet).
@@ -31,8 +31,9 @@ sys.path.insert(0, str(REPO))
 
 def make_job(out: Path, frames: int, size: int, sphere: int, rendered: bool = False) -> Path:
     here = REPO / "tests" / "blender"
-    subprocess.run([str(SERVER_BIN / "python"), str(here / "make_job_fixture.py"), str(out), "--frames", str(frames),
-                    "--size", str(size), "--sphere", str(sphere), "--id", out.name], check=True, timeout=600)
+    subprocess.run([str(SERVER_BIN / "python"), str(here / "make_job_fixture.py"), str(out),
+                    "--num-frames", str(frames), "--size", str(size), "--sphere", str(sphere), "--id", out.name],
+                   check=True, timeout=600)
     if rendered:
         subprocess.run([sys.executable, str(here / "render_job_frames.py"), str(out)], check=True, timeout=600,
                        capture_output=True)
@@ -120,7 +121,7 @@ def bench_stalls(url: str, frames_dir: Path, tmp: Path, steps: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=85)
+    parser.add_argument("--num-frames", type=int, default=85)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--sphere", type=int, default=6, help="GLB icosphere subdivisions (6: 81,920 faces)")
     parser.add_argument("--repeat", type=int, default=3)
@@ -133,12 +134,12 @@ def main() -> int:
           f"{platform.machine()}, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        job = make_job(tmp / "droplet-bench", args.frames, args.size, args.sphere)
+        job = make_job(tmp / "droplet-bench", args.num_frames, args.size, args.sphere)
         times, decode = bench_import(job, args.repeat)
         faces = 20 * 4 ** args.sphere
-        print(f"import {args.frames} frames {args.size}² + GLB ({faces} faces): first {times[0]:.2f} s, "
+        print(f"import {args.num_frames} frames {args.size}² + GLB ({faces} faces): first {times[0]:.2f} s, "
               f"median {statistics.median(times):.2f} s over {len(times)} (target ≤ 3 s)")
-        print(f"  then decoding all {args.frames} frame images (lazy in Blender, paid on first display): "
+        print(f"  then decoding all {args.num_frames} frame images (lazy in Blender, paid on first display): "
               f"{decode:.2f} s")
         if args.skip_stalls:
             return 0

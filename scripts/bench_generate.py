@@ -4,9 +4,9 @@ Builds the models directly on the device (no download): ``--size full`` is Dropl
 (42 layers, 48x64 heads, 33 input channels, T5-XXL, the CogVideoX VAE); ``--size tiny`` the tiny-checkpoint
 dims for a CPU. Prints seconds per step, the projected 50-step time, peak memory and achieved TFLOP/s.
 
-    python scripts/bench_generate.py --size full --width 512 --height 512 --frames 85 --steps 3
+    python scripts/bench_generate.py --size full --width 512 --height 512 --num-frames 85 --steps 3
     python scripts/bench_generate.py --size full --mode pipeline --offload none,model,sequential --steps 2
-    python scripts/bench_generate.py --size tiny --width 64 --height 64 --frames 9 --steps 5
+    python scripts/bench_generate.py --size tiny --width 64 --height 64 --num-frames 9 --steps 5
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def place(model, offload: str, device):
 
 def bench_transformer(args, device, dtype) -> list[dict]:
     cfg = FULL if args.size == "full" else TINY
-    lf, lh, lw = (args.frames - 1) // 4 + 1, args.height // 8, args.width // 8
+    lf, lh, lw = (args.num_frames - 1) // 4 + 1, args.height // 8, args.width // 8
     text_len = args.text_len or (450 if args.size == "full" else 240)
     flops = 2 * forward_flops(cfg, text_len, lf, lh, lw)  # CFG: a batch of 2
     gen = torch.Generator(device).manual_seed(0)
@@ -95,7 +95,7 @@ def bench_transformer(args, device, dtype) -> list[dict]:
     t = torch.full((2,), 500, device=device)
     rope = rotary_embedding(lf, args.height, args.width, 2, cfg["attention_head_dim"], device) if args.rotary else None
     rows, reference_out = [], None
-    base = build_transformer(cfg, args.rotary, args.frames, lh, lw, device, dtype)
+    base = build_transformer(cfg, args.rotary, args.num_frames, lh, lw, device, dtype)
     for variant in args.variants.split(","):
         for offload in args.offload.split(","):
             if offload != "none" and variant != "eager":
@@ -165,7 +165,7 @@ def build_pipeline(args, device, dtype):
         else:
             te = T5EncoderModel.from_pretrained(tiny / "text_encoder").to(dtype)
             vae = AutoencoderKLCogVideoX.from_pretrained(tiny / "vae").to(dtype)
-    transformer = build_transformer(cfg, args.rotary, args.frames, lh, lw, build_on, dtype)
+    transformer = build_transformer(cfg, args.rotary, args.num_frames, lh, lw, build_on, dtype)
     if args.offload != "none":
         te, vae, transformer = te.to("cpu"), vae.to("cpu"), transformer.to("cpu")
     sched = DDIMScheduler.from_config({k: v for k, v in SCHEDULER_CONFIG.items() if not k.startswith("_")})
@@ -194,7 +194,7 @@ def bench_pipeline(args, device, dtype) -> list[dict]:
                 marks[f"{name}:{step}"] = time.perf_counter()
 
             t0 = time.perf_counter()
-            frames = pipe(image, "a chair", height=args.height, width=args.width, num_frames=args.frames,
+            frames = pipe(image, "a chair", height=args.height, width=args.width, num_frames=args.num_frames,
                           num_inference_steps=args.steps, generator=torch.Generator(device).manual_seed(0),
                           stage_callback=stage)
             total = time.perf_counter() - t0
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None)
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--height", type=int, default=None)
-    parser.add_argument("--frames", type=int, default=None)
+    parser.add_argument("--num-frames", type=int, default=None)
     parser.add_argument("--text-len", type=int, default=None, help="default 450 (full) / 240 (tiny)")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
@@ -237,12 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     full = args.size == "full"
     args.width = args.width or (512 if full else 64)
     args.height = args.height or (512 if full else 64)
-    args.frames = args.frames or (85 if full else 9)
+    args.num_frames = args.num_frames or (85 if full else 9)
     from droplet3d.engine.device import pick_device, pick_dtype
 
     device = pick_device(args.device)
     dtype = pick_dtype(device)
-    print(f"# {args.mode} {args.size} {args.width}x{args.height}x{args.frames} steps={args.steps} on {device} "
+    print(f"# {args.mode} {args.size} {args.width}x{args.height}x{args.num_frames} steps={args.steps} on {device} "
           f"({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), {dtype}, torch {torch.__version__}",
           file=sys.stderr)
     rows = bench_transformer(args, device, dtype) if args.mode == "transformer" else bench_pipeline(args, device, dtype)

@@ -7,7 +7,7 @@ RAM is its own. Printed per run: Chamfer distance and F-score at 1/2/5 % of the 
 largest extent (50k samples each), volume IoU, PSNR of the textured mesh rendered unlit at held-out
 azimuths (inside the union of the two silhouettes), calibration error, wall time, peak RAM.
 
-    .venv/bin/python scripts/bench_reconstruct.py [--size 512 --frames 85 --objects suzanne cup ...]
+    .venv/bin/python scripts/bench_reconstruct.py [--size 512 --num-frames 85 --objects suzanne cup ...]
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ TIME = "/usr/bin/time"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--frames", type=int, default=85)
+    parser.add_argument("--num-frames", type=int, default=85)
     parser.add_argument("--samples", type=int, default=4, help="Cycles samples per pixel")
     parser.add_argument("--objects", nargs="+", default=list(SCENES), choices=list(SCENES))
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
@@ -55,7 +55,7 @@ def main() -> int:
     rows = []
     for name in args.objects:
         scene = SCENES[name]
-        orbit = Orbit(num_frames=args.frames, elevation_deg=scene["elevation_deg"], fov_deg=scene["fov_deg"],
+        orbit = Orbit(num_frames=args.num_frames, elevation_deg=scene["elevation_deg"], fov_deg=scene["fov_deg"],
                       radius=RADIUS, direction=scene["direction"], closed=scene["closed"])
         t0 = time.perf_counter()
         frames = render(name, orbit, size=args.size, samples=args.samples, transparent=scene["alpha"],
@@ -139,7 +139,7 @@ def _format_row(r: dict) -> str:
 def _table(rows: list[dict], args) -> str:
     head = ("| object | orbit | Chamfer | F@0.01 | F@0.02 | F@0.05 | vol IoU | PSNR dB | err elev / fov (°) | "
             "dir / loop | time s (calib) | peak RAM MB |\n|" + "---|" * 12)
-    return "\n".join([f"{args.frames} frames at {args.size}², Cycles {args.samples} spp", head,
+    return "\n".join([f"{args.num_frames} frames at {args.size}², Cycles {args.samples} spp", head,
                       *(_format_row(r) for r in rows)])
 
 

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     rc = droplet3d([
         "generate", "--ckpt", str(ckpt), "--image", str(image), "--device", "cpu",
         "--prompt", "A small orange lantern with a white window, seen from the front, then the camera circles it.",
-        "--width", "64", "--height", "64", "--frames", "17", "--steps", "4", "--out", str(out / "job"),
+        "--width", "64", "--height", "64", "--num-frames", "17", "--steps", "4", "--out", str(out / "job"),
     ])
     if rc:
         return rc

@@ -71,7 +71,8 @@ class ModelProcess:
         self._relay(None, lambda: False, "while starting")
 
     def run(self, mode: str, params: dict[str, Any], inputs: dict[str, str], job_dir: Path,
-            progress: Callable[[str, int, int, float], None], should_cancel: Callable[[], bool]) -> list[str]:
+            progress: Callable[[str, int, int, float], None],
+            should_cancel: Callable[[], bool]) -> list[dict[str, str]]:
         """``runner.run_job`` in the child; its exceptions are raised here again. Worker thread only."""
         if self._proc is None:
             self.start()

@@ -65,9 +65,9 @@ def recon_options(params: dict[str, Any]):
 
 
 def run_job(mode: str, params: dict[str, Any], inputs: dict[str, str], job_dir: Path, engines: EngineRegistry,
-            progress: Progress, should_cancel: Callable[[], bool]) -> list[str]:
-    """Run the job into ``job_dir``; returns warnings for the caller (the job still succeeded)."""
-    warnings: list[str] = []
+            progress: Progress, should_cancel: Callable[[], bool]) -> list[dict[str, str]]:
+    """Run the job into ``job_dir``; returns ``{code, message}`` warnings for the caller (the job still succeeded)."""
+    warnings: list[dict[str, str]] = []
     if mode == "reconstruct":
         from ..recon import reconstruct
 
@@ -90,7 +90,7 @@ def run_job(mode: str, params: dict[str, Any], inputs: dict[str, str], job_dir: 
             _, warning = orbit_cameras(job_dir, recon_options(params), mesh=bool(params.get("reconstruct")),
                                        progress=progress, should_cancel=should_cancel)
             if warning is not None:
-                warnings.append(warning["message"])
+                warnings.append(warning)
     if should_cancel():
         raise Cancelled("cancelled")
     progress("writing", 0, 0, 0.0)

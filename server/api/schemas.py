@@ -125,6 +125,11 @@ class JobError(BaseModel):
     field: str | None = None
 
 
+class JobWarning(BaseModel):
+    code: str = Field(description="stable machine-readable code, e.g. reconstruction_failed, nominal_cameras")
+    message: str
+
+
 class JobStatus(BaseModel):
     id: str
     mode: Mode
@@ -142,7 +147,8 @@ class JobStatus(BaseModel):
     finished_at: float | None = None
     params: dict[str, Any]
     artifacts: list[Artifact]
-    warnings: list[str] = Field(default_factory=list, description="what went less well in a job that succeeded")
+    warnings: list[JobWarning] = Field(default_factory=list,
+                                       description="what went less well in a job that succeeded")
 
 
 class JobList(BaseModel):

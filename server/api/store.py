@@ -59,7 +59,7 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     artifacts: list[dict[str, Any]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[dict[str, str]] = field(default_factory=list)  # {code, message}
     # Not persisted.
     cancel_requested: bool = field(default=False, repr=False)
     version: int = field(default=0, repr=False)
@@ -77,7 +77,16 @@ class Job:
 
     @classmethod
     def from_record(cls, data: dict[str, Any]) -> Job:
-        return cls(**{key: data[key] for key in cls.PERSISTED if key in data})
+        job = cls(**{key: data[key] for key in cls.PERSISTED if key in data})
+        job.warnings = [as_warning(w) for w in job.warnings or []]
+        return job
+
+
+def as_warning(value: Any) -> dict[str, str]:
+    """A ``{code, message}`` warning; job.json files written before warnings had codes hold plain strings."""
+    if isinstance(value, dict) and isinstance(value.get("message"), str):
+        return {"code": str(value.get("code") or "warning"), "message": value["message"]}
+    return {"code": "warning", "message": str(value)}
 
 
 class JobStore:

@@ -205,7 +205,7 @@ class JobManager:
     def _execute(self, job: Job) -> None:
         job_dir = self.store.path(job.id)
         error: dict[str, Any] | None = None
-        warnings: list[str] = []
+        warnings: list[dict[str, str]] = []
         try:
             warnings = self.models.run(job.mode, job.params, job.inputs, job_dir,
                                        progress=lambda *a: self._progress(job, *a),

@@ -6,11 +6,8 @@ Heavy imports (torch, diffusers) happen inside the command functions.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
-
-logger = logging.getLogger(__name__)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -37,7 +34,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     gen.add_argument("--view-align", action="store_true", help="snap the input to the nearest canonical view first")
     gen.add_argument("--width", type=int, default=None)
     gen.add_argument("--height", type=int, default=None)
-    gen.add_argument("--frames", type=int, default=None, help="rounded down to 4k+1")
+    gen.add_argument("--num-frames", type=int, default=None, help="frame count, rounded down to 4k+1")
+    gen.add_argument("--frames", type=int, dest="frames_count", default=None,
+                     help=argparse.SUPPRESS)  # deprecated alias: --frames names a folder of frames everywhere else
     gen.add_argument("--steps", type=int, default=50)
     gen.add_argument("--guidance", type=float, default=6.0)
     gen.add_argument("--seed", type=int, default=42, help="-1 draws a random seed (recorded in the manifest)")
@@ -96,9 +95,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .engine import DropletEngine, GenerationParams, run_generation
     from .images import load_input_image
 
+    if args.frames_count is not None:
+        print("droplet3d generate: warning: --frames N is deprecated, use --num-frames N (--frames is a folder of "
+              "frames elsewhere)", file=sys.stderr)
     params = GenerationParams(
         prompt=args.prompt, negative_prompt=args.negative_prompt, width=args.width, height=args.height,
-        num_frames=args.frames, steps=args.steps, guidance_scale=args.guidance,
+        num_frames=args.num_frames if args.num_frames is not None else args.frames_count, steps=args.steps,
+        guidance_scale=args.guidance,
         seed=None if args.seed == -1 else args.seed, fps=args.fps, view_align=args.view_align,
     )
     image = load_input_image(args.image)  # fail on a bad image before loading any model
@@ -127,7 +130,8 @@ def _cameras(out: Path, reconstruct: bool, bars: StageBars) -> None:
     from ..recon import orbit_cameras
 
     _, warning = orbit_cameras(out, mesh=reconstruct, progress=bars)
-    if warning is not None:
-        logger.warning("%s", warning["message"])
+    bars.close()
+    if warning is not None:  # the generation is kept: a warning, exit status 0
+        print(f"droplet3d generate: warning: {warning['code']}: {warning['message']}", file=sys.stderr)
     elif reconstruct:
         print(f"mesh: {out / 'mesh.glb'}")

@@ -60,7 +60,7 @@ def test_orbit_job_streams_its_stages_and_serves_every_artifact(model_server):
         assert [f["file_path"] for f in transforms["frames"]] == frame_names
         assert json.loads(files["manifest.json"])["seed"] == 7
         # Tiny random weights draw noise, which has no silhouette: the job says the cameras are nominal.
-        assert all("calibration" in w for w in final["warnings"])
+        assert all(w["code"] == "nominal_cameras" and "calibration" in w["message"] for w in final["warnings"])
 
         # Range requests: a slice of the video, and an unsatisfiable range.
         url = f"/v1/jobs/{job_id}/artifacts/orbit.mp4"
@@ -92,7 +92,8 @@ def test_orbit_job_whose_mesh_fails_succeeds_with_its_frames_and_a_warning(model
         files = check_artifacts(client, status)
     assert "orbit.mp4" in files and "transforms.json" in files and "mesh.glb" not in files
     assert any(name.startswith("frames/") or name == "frames.zip" for name in files)
-    assert len(status["warnings"]) == 1 and "mesh failed" in str(status["warnings"][0])
+    [warning] = status["warnings"]
+    assert warning["code"] == "reconstruction_failed" and "mesh failed" in warning["message"]
     failure = json.loads(files["manifest.json"])["reconstruction"]
     assert failure["status"] == "failed" and failure["code"] in ("no_foreground", "foreground_clipped",
                                                                    "empty_reconstruction", "calibration_failed")

@@ -90,6 +90,18 @@ def test_store_marks_running_jobs_interrupted_and_keeps_the_rest(tmp_path):
     assert json.loads((tmp_path / running.id / "job.json").read_text())["status"] == "failed"
 
 
+def test_store_reads_warnings_as_code_and_message_also_from_old_plain_text_records(tmp_path):
+    store = JobStore(tmp_path)
+    new, old = make_job(store, 1), make_job(store, 2)
+    new.warnings = [{"code": "reconstruction_failed", "message": "mesh failed (no_foreground: ...)"}]
+    store.save(new)
+    record = json.loads((tmp_path / old.id / "job.json").read_text())
+    (tmp_path / old.id / "job.json").write_text(json.dumps({**record, "warnings": ["cameras are nominal"]}))
+    by_id = {j.id: j for j in JobStore(tmp_path).load_all()[0]}
+    assert by_id[new.id].warnings == new.warnings
+    assert by_id[old.id].warnings == [{"code": "warning", "message": "cameras are nominal"}]
+
+
 def test_store_refuses_to_delete_through_a_link(tmp_path):
     store = JobStore(tmp_path / "jobs")
     victim = tmp_path / "precious"

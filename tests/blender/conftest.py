@@ -29,7 +29,7 @@ def make_job(out: Path, *, frames=8, size=(64, 48), mode="orbit", job_id="fixtur
     ``rendered``: replace the flat disc frames by Blender renders of a real object along the same cameras.
     """
     here = REPO / "tests" / "blender"
-    cmd = [str(SERVER_PY), str(here / "make_job_fixture.py"), str(out), "--frames", str(frames), "--size",
+    cmd = [str(SERVER_PY), str(here / "make_job_fixture.py"), str(out), "--num-frames", str(frames), "--size",
            *map(str, size), "--mode", mode, "--id", job_id]
     subprocess.run(cmd, check=True, timeout=120, capture_output=True)
     if rendered:

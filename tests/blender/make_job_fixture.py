@@ -3,7 +3,7 @@
 Runs under the server's venv (``droplet3d.orbit`` for the poses, PIL, trimesh); Blender's tests import
 only its constants:
 
-    .venv/bin/python tests/blender/make_job_fixture.py OUT --frames 12 --size 64 [--mode orbit|video]
+    .venv/bin/python tests/blender/make_job_fixture.py OUT --num-frames 12 --size 64 [--mode orbit|video]
 
 Frames are RGBA: a disc whose colour encodes the frame index, on a transparent background.
 ``mesh.glb`` is an off-centre box (centre (0.2, 0, 0.1), sides 0.6 × 0.4 × 0.3 in Blender's Z-up
@@ -59,14 +59,14 @@ def write_job(out: Path, frames: int, width: int, height: int, mode: str, job_id
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
-    parser.add_argument("--frames", type=int, default=12)
+    parser.add_argument("--num-frames", type=int, default=12)
     parser.add_argument("--size", type=int, nargs="+", default=[64])
     parser.add_argument("--mode", choices=("orbit", "video"), default="orbit")
     parser.add_argument("--id", default="fixture")
     parser.add_argument("--sphere", type=int, default=0, help="an icosphere of 20·4^N faces instead of the box")
     args = parser.parse_args()
     width, height = (args.size * 2)[:2]
-    write_job(args.out, args.frames, width, height, args.mode, args.id, args.sphere)
+    write_job(args.out, args.num_frames, width, height, args.mode, args.id, args.sphere)
 
 
 if __name__ == "__main__":

@@ -56,8 +56,12 @@ def test_server_status_maps_onto_the_job_state():
     state.apply_status({"id": "J", "status": "failed", "stage": "failed", "progress": 0.5,
                         "error": {"code": "oom", "message": "CUDA out of memory"}})
     assert state.finished and state.error == "CUDA out of memory"
-    state.apply_status({"id": "J", "status": "succeeded", "warnings": ["cameras are nominal", "no mesh"]})
+    state.apply_status({"id": "J", "status": "succeeded", "warnings": [
+        {"code": "nominal_cameras", "message": "cameras are nominal"},
+        {"code": "reconstruction_failed", "message": "no mesh"}]})
     assert state.warnings == "cameras are nominal\nno mesh"
+    state.apply_status({"id": "J", "status": "succeeded", "warnings": ["an older server's plain text"]})
+    assert state.warnings == "an older server's plain text"
 
 
 def test_history_is_read_from_job_folders_and_skips_damaged_records(tmp_path):

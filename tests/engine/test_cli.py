@@ -17,12 +17,12 @@ def test_engine_cli_module_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=60)
 
 
-def test_generate_end_to_end(ckpt_3d, tmp_path, capsys, caplog):
+def test_generate_end_to_end(ckpt_3d, tmp_path, capsys):
     image = tmp_path / "in.png"
     Image.fromarray(np.full((40, 30, 4), (200, 50, 50, 255), dtype=np.uint8)).save(image)
     out = tmp_path / "job"
     rc = main(["generate", "--ckpt", str(ckpt_3d), "--image", str(image), "--prompt", "a red block",
-               "--width", "32", "--height", "32", "--frames", "10", "--steps", "2", "--seed", "5",
+               "--width", "32", "--height", "32", "--num-frames", "10", "--steps", "2", "--seed", "5",
                "--device", "cpu", "--out", str(out)])
     assert rc == 0
     captured = capsys.readouterr()
@@ -32,7 +32,7 @@ def test_generate_end_to_end(ckpt_3d, tmp_path, capsys, caplog):
     assert manifest["params"]["num_frames"] == 9 and manifest["params"]["steps"] == 2
     assert len(list((out / "frames").glob("*.png"))) == 9 and (out / "orbit.mp4").is_file()
     # Random weights draw noise that cannot be calibrated: the folder still gets the nominal orbit's cameras.
-    assert "nominal orbit" in caplog.text
+    assert "nominal orbit" in captured.err
     transforms = json.loads((out / "transforms.json").read_text())
     assert [f["file_path"] for f in transforms["frames"]] == [f"frames/{k:04d}.png" for k in range(9)]
     assert transforms["w"] == 32 and transforms["orbit"]["elevation_deg"] == 0.0

@@ -76,7 +76,7 @@ def test_generate_command_passes_speed_options(ckpt_3d, tmp_path, capsys):
     image = tmp_path / "in.png"
     Image.new("RGB", (32, 32), (200, 60, 30)).save(image)
     common = ["generate", "--ckpt", str(ckpt_3d), "--image", str(image), "--prompt", "a block", "--width", "32",
-              "--height", "32", "--frames", "5", "--steps", "1", "--device", "cpu"]
+              "--height", "32", "--num-frames", "5", "--steps", "1", "--device", "cpu"]
     assert main([*common, "--attention-backend", "math", "--out", str(tmp_path / "job")]) == 0
     manifest = json.loads((tmp_path / "job" / "manifest.json").read_text())
     assert manifest["engine"] == {"compile": False, "attention_backend": "math"}

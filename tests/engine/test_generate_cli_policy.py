@@ -1,0 +1,53 @@
+"""``droplet3d generate`` as a user runs it: a failed mesh keeps the orbit, and one meaning per flag."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from droplet3d.cli import main
+from PIL import Image
+
+DROPLET3D = Path(sys.executable).parent / "droplet3d"
+
+
+def red_block(path: Path) -> Path:
+    Image.fromarray(np.full((40, 30, 3), (200, 50, 50), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_generate_reconstruct_of_noise_keeps_the_orbit_prints_the_warning_and_exits_0(ckpt_3d, tmp_path):
+    out = tmp_path / "job"
+    result = subprocess.run(
+        [str(DROPLET3D), "generate", "--ckpt", str(ckpt_3d), "--image", str(red_block(tmp_path / "in.png")),
+         "--prompt", "a red block", "--width", "32", "--height", "32", "--num-frames", "9", "--steps", "1",
+         "--device", "cpu", "--reconstruct", "--out", str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "warning: reconstruction_failed: mesh failed" in result.stderr
+    assert "9 frames" in result.stdout and "mesh:" not in result.stdout
+    assert len(list((out / "frames").glob("*.png"))) == 9 and (out / "orbit.mp4").is_file()
+    assert not (out / "mesh.glb").exists()
+    assert len(json.loads((out / "transforms.json").read_text())["frames"]) == 9  # the nominal orbit
+    assert json.loads((out / "manifest.json").read_text())["reconstruction"]["status"] == "failed"
+
+
+def test_generate_frames_n_still_counts_frames_but_warns_that_it_is_deprecated(ckpt_3d, tmp_path, capsys):
+    out = tmp_path / "job"
+    rc = main(["generate", "--ckpt", str(ckpt_3d), "--image", str(red_block(tmp_path / "in.png")), "--prompt", "x",
+               "--width", "32", "--height", "32", "--frames", "5", "--steps", "1", "--device", "cpu",
+               "--out", str(out)])
+    assert rc == 0
+    assert "--frames N is deprecated, use --num-frames N" in capsys.readouterr().err
+    assert json.loads((out / "manifest.json").read_text())["params"]["num_frames"] == 5
+
+
+def test_generate_help_names_num_frames_and_hides_the_alias(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    text = capsys.readouterr().out
+    assert "--num-frames" in text and "--frames" not in text.replace("--num-frames", "")

@@ -15,7 +15,7 @@ from pathlib import Path
 import bpy
 from mathutils import Vector
 
-from . import geometry
+from . import geometry, params
 
 PREVIEW = "Droplet Input Preview"
 
@@ -47,8 +47,9 @@ def job_inputs(context: bpy.types.Context, settings, out_dir: Path) -> tuple[dic
     source = selection_source(list(context.selected_objects))
     if path.is_dir():
         frames = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
-        if len(frames) < 3:
-            raise CaptureError(f"{path} holds {len(frames)} frame image(s); an orbit needs at least 3.")
+        if len(frames) < params.MIN_FRAMES:
+            raise CaptureError(f"{path} holds {len(frames)} frame image(s); an orbit needs at least "
+                               f"{params.MIN_FRAMES}.")
         return {"frames": frames}, source
     if path.is_file() and path.suffix.lower() == ".zip":
         return {"frames": [path]}, source

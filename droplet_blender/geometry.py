@@ -35,11 +35,6 @@ class OrbitCameras:
     def num_frames(self) -> int:
         return len(self.matrices)
 
-    @property
-    def radius(self) -> float:
-        """Distance of frame 0's camera from the orbit centre."""
-        return math.dist(translation(self.matrices[0]), (0.0, 0.0, 0.0))
-
 
 def read_orbit(folder: Path) -> OrbitCameras:
     """Parse ``folder/transforms.json``; raises :class:`JobFolderError` with a clear reason."""
@@ -100,24 +95,6 @@ def plane_matrix(c2w: Matrix, depth: float) -> Matrix:
     for i in range(3):
         m[i][3] = t[i] - depth * z[i]
     return m
-
-
-def plane_corners(c2w: Matrix, depth: float, size: tuple[float, float]) -> list[tuple[float, float, float]]:
-    """World corners (top-left, top-right, bottom-right, bottom-left as seen by the camera)."""
-    m = plane_matrix(c2w, depth)
-    hw, hh = size[0] / 2.0, size[1] / 2.0
-    out = []
-    for x, y in ((-hw, hh), (hw, hh), (hw, -hh), (-hw, -hh)):
-        out.append(tuple(m[i][0] * x + m[i][1] * y + m[i][3] for i in range(3)))
-    return out
-
-
-def project(c2w: Matrix, fov: float, width: int, height: int, point: tuple[float, float, float]) -> tuple[float, float]:
-    """Pixel (u, v) of a world point, (0, 0) at the image's top-left corner."""
-    d = [p - t for p, t in zip(point, translation(c2w), strict=True)]
-    x, y, z = (sum(a * b for a, b in zip(d, axis(c2w, i), strict=True)) for i in range(3))
-    f = (max(width, height) / 2.0) / math.tan(fov / 2.0)
-    return width / 2.0 + f * x / -z, height / 2.0 - f * y / -z
 
 
 def visibility_keys(index: int, count: int, frame_start: int) -> list[tuple[int, bool]]:

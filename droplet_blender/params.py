@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 MODES = ("orbit", "video", "reconstruct")
+# The server's reconstruction limits (droplet3d.recon.limits), mirrored: the add-on cannot import the server.
+MIN_FRAMES = 8
+MIN_RESOLUTION, MAX_RESOLUTION = 32, 512
 GENERATION_FIELDS = ("prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "num_frames")
 
 
@@ -50,6 +53,10 @@ class JobParams:
             raise ParamError(f"steps must be at least 1, got {self.steps}", "steps")
         if self.guidance_scale < 0:
             raise ParamError(f"guidance must not be negative, got {self.guidance_scale}", "guidance_scale")
+        resolution = (self.mesh or {}).get("resolution")
+        if resolution is not None and not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
+            raise ParamError(f"mesh resolution must lie in [{MIN_RESOLUTION}, {MAX_RESOLUTION}], got {resolution}",
+                             "mesh.resolution")
         if self.fps is not None and self.mode != "video":
             raise ParamError("FPS control applies to video mode only", "fps")
 

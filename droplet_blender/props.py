@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bpy
 
-from .params import JobParams, orbit_sentence
+from .params import MAX_RESOLUTION, JobParams, orbit_sentence
 
 SOURCES = [
     ("CAMERA", "Camera Render", "Render the scene from the active camera", "SCENE", 0),
@@ -64,7 +64,7 @@ class DropletSettings(bpy.types.PropertyGroup):
                                             description="Camera elevation of the orbit in degrees")
     hint_fov: bpy.props.FloatProperty(name="FOV", default=40.0, min=1.0, max=170.0,
                                       description="Field of view across the larger image side, degrees")
-    mesh_resolution: bpy.props.IntProperty(name="Mesh Resolution", default=0, min=0, max=1024,
+    mesh_resolution: bpy.props.IntProperty(name="Mesh Resolution", default=0, min=0, max=MAX_RESOLUTION,
                                            description="Voxel grid resolution of the mesh (0: the server's default)")
     face_budget: bpy.props.IntProperty(name="Face Budget", default=0, min=0, max=2_000_000,
                                        description="Faces of the mesh (0: the server's default)")

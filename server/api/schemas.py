@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from ..recon.limits import MAX_RESOLUTION, MIN_RESOLUTION
+
 Mode = Literal["orbit", "video", "reconstruct"]
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
@@ -26,7 +28,8 @@ class MeshOptions(BaseModel):
     """Passed to the reconstruction; left out → its defaults."""
 
     model_config = _STRICT
-    resolution: int | None = Field(None, ge=32, le=512, description="grid cells along the object's longest side")
+    resolution: int | None = Field(None, ge=MIN_RESOLUTION, le=MAX_RESOLUTION,
+                                   description="grid cells along the object's longest side")
     face_budget: int | None = Field(None, ge=100, le=2_000_000, description="faces of the output mesh")
     texture_size: Literal[256, 512, 1024, 2048, 4096] | None = Field(None, description="texture atlas side in pixels")
 

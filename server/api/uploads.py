@@ -16,10 +16,10 @@ from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
+from ..recon.limits import MIN_FRAMES
 from .http_errors import ApiError
 
 IMAGE_TYPES = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpg"}
-MIN_FRAMES = 8  # the reconstruction needs at least 8 views of an orbit
 MAX_ZIP_RATIO = 200  # image files barely compress; a higher ratio is a bomb, not a frame
 _CHUNK = 1 << 20
 

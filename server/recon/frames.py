@@ -1,4 +1,4 @@
-"""Loading an orbit: a folder of frames (PNG/JPG, optional alpha) or a video file, checked up front."""
+"""Loading an orbit: a folder of frames (PNG/JPG/WebP, optional alpha) or a video file, checked up front."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError
+from .limits import MIN_FRAMES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")  # what the service's uploads accept
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")
-MIN_FRAMES = 8
 
 
 @dataclass
@@ -55,7 +55,7 @@ def load_frames(source: str | Path) -> Frames:
 def _load_folder(folder: Path) -> Frames:
     paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
-        raise InputError(f"{folder} holds no frames (PNG or JPG files)", field="frames")
+        raise InputError(f"{folder} holds no frames (PNG, JPG or WebP files)", field="frames")
     rgb, alpha = [], []
     for path in paths:
         try:

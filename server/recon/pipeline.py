@@ -32,6 +32,7 @@ from .carving import carve_concavities
 from .export import textured_mesh, write_mesh
 from .frames import IMAGE_SUFFIXES, Frames, load_frames
 from .hull import carve_hull
+from .limits import MAX_RESOLUTION, MIN_RESOLUTION
 from .masks import compute_masks
 from .silhouettes import SilhouetteField
 from .surface import extract_surface
@@ -66,8 +67,9 @@ class ReconOptions:
             if self.direction.lower() not in ("ccw", "cw"):
                 raise InputError(f"direction must be ccw or cw, got {self.direction!r}", field="direction")
             object.__setattr__(self, "direction", 1 if self.direction.lower() == "ccw" else -1)
-        if not 32 <= self.resolution <= 512:
-            raise InputError(f"resolution must lie in [32, 512], got {self.resolution}", field="resolution")
+        if not MIN_RESOLUTION <= self.resolution <= MAX_RESOLUTION:
+            raise InputError(f"resolution must lie in [{MIN_RESOLUTION}, {MAX_RESOLUTION}], got {self.resolution}",
+                             field="resolution")
         if self.face_budget < 100:
             raise InputError(f"face budget must be at least 100, got {self.face_budget}", field="face_budget")
         if self.texture_size not in (256, 512, 1024, 2048, 4096):

@@ -9,6 +9,7 @@ import time
 import zipfile
 
 from api_helpers import FAST, disc_frames, mp4_bytes, sse_statuses, submit, wait_for, zip_bytes
+from PIL import Image
 
 SMALL_MESH = {"resolution": 32, "face_budget": 500, "texture_size": 256}
 STAGE_ORDER = ["queued", "loading", "encoding", "denoising", "decoding", "writing", "reconstructing", "done"]
@@ -127,6 +128,23 @@ def test_reconstruct_job_from_frame_files_and_from_a_video(model_server, tmp_pat
             assert status["status"] == "succeeded", status
             names = {a["name"] for a in status["artifacts"]}
             assert {"mesh.glb", "transforms.json"} <= names
+
+
+def test_reconstruct_job_from_webp_frames_the_upload_accepted(model_server):
+    webp = []
+    for frame in disc_frames(9):
+        buf = io.BytesIO()
+        Image.open(io.BytesIO(frame)).save(buf, format="WEBP", lossless=True)
+        webp.append(buf.getvalue())
+    with model_server.client() as client:
+        response = submit(client, {"mode": "reconstruct", "mesh": SMALL_MESH, "orbit": {"elevation": 0}},
+                          files=[("frames", (f"{k}.webp", f, "image/webp")) for k, f in enumerate(webp)])
+        assert response.status_code == 202, response.text
+        status = wait_for(client, response.json()["id"])
+        assert status["status"] == "succeeded", status
+        files = check_artifacts(client, status)
+    assert files["mesh.glb"][:4] == b"glTF"
+    assert len(json.loads(files["transforms.json"])["frames"]) == 9
 
 
 def test_cancel_stops_a_running_job_at_the_next_step_and_a_queued_one_at_once(model_server):

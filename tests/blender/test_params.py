@@ -6,6 +6,7 @@ import subprocess
 import pytest
 from conftest import REPO, SERVER_PY
 
+from droplet_blender import params as addon_params
 from droplet_blender.jobs import JobState, load_history
 from droplet_blender.params import JobParams, ParamError, orbit_sentence
 
@@ -28,6 +29,18 @@ def test_params_for_every_mode_pass_the_servers_strict_schema():
     assert "prompt" not in bodies[4] and "reconstruct" not in bodies[3] and "mesh" not in bodies[1]
 
 
+def test_the_addons_limits_are_the_servers():
+    code = ("import json; from droplet3d.recon import limits; from droplet3d.api import schemas, uploads\n"
+            "field = schemas.MeshOptions.model_json_schema()['properties']['resolution']['anyOf'][0]\n"
+            "print(json.dumps([limits.MIN_FRAMES, uploads.MIN_FRAMES, limits.MIN_RESOLUTION, field['minimum'],"
+            " limits.MAX_RESOLUTION, field['maximum']]))")
+    out = subprocess.run([str(SERVER_PY), "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    min_frames, upload_min, low, schema_low, high, schema_high = json.loads(out.stdout or "null") or pytest.fail(
+        out.stderr[-2000:])
+    assert addon_params.MIN_FRAMES == min_frames == upload_min
+    assert (addon_params.MIN_RESOLUTION, addon_params.MAX_RESOLUTION) == (low, high) == (schema_low, schema_high)
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [
@@ -36,6 +49,7 @@ def test_params_for_every_mode_pass_the_servers_strict_schema():
         (JobParams(prompt="x", steps=0), "steps"),
         (JobParams(prompt="x", fps=8), "fps"),
         (JobParams(mode="sculpt", prompt="x"), "mode"),
+        (JobParams(prompt="x", mesh={"resolution": 1024}), "mesh.resolution"),
     ],
 )
 def test_bad_params_name_their_field_before_anything_is_sent(params, field):

@@ -14,11 +14,12 @@ from pathlib import Path
 
 ARTIFACT_RE = re.compile(
     r"\A(?:orbit\.mp4|input\.png|aligned\.png|mesh\.glb|transforms\.json|manifest\.json|frames\.zip"
-    r"|(?:frames|masks)/[0-9]{4,5}\.(?:png|jpg))\Z"
+    r"|(?:frames|masks)/[0-9]{4,5}\.(?:png|jpg|webp))\Z"
 )
 CONTENT_TYPES = {
     ".png": "image/png",
     ".jpg": "image/jpeg",
+    ".webp": "image/webp",
     ".mp4": "video/mp4",
     ".glb": "model/gltf-binary",
     ".json": "application/json",

@@ -25,7 +25,7 @@ def check_artifacts(client, status: dict) -> dict[str, bytes]:
         assert hashlib.sha256(response.content).hexdigest() == artifact["sha256"]
         files[artifact["name"]] = response.content
         expected = {"png": "image/png", "mp4": "video/mp4", "json": "application/json", "zip": "application/zip",
-                    "glb": "model/gltf-binary"}[artifact["name"].rsplit(".", 1)[1]]
+                    "glb": "model/gltf-binary", "webp": "image/webp"}[artifact["name"].rsplit(".", 1)[1]]
         assert response.headers["content-type"].startswith(expected)
     return files
 
@@ -144,7 +144,9 @@ def test_reconstruct_job_from_webp_frames_the_upload_accepted(model_server):
         assert status["status"] == "succeeded", status
         files = check_artifacts(client, status)
     assert files["mesh.glb"][:4] == b"glTF"
-    assert len(json.loads(files["transforms.json"])["frames"]) == 9
+    paths = [f["file_path"] for f in json.loads(files["transforms.json"])["frames"]]
+    assert paths == [f"frames/{k:04d}.webp" for k in range(9)]
+    assert [files[p] for p in paths] == webp  # every frame the cameras name is served, as sent
 
 
 def test_cancel_stops_a_running_job_at_the_next_step_and_a_queued_one_at_once(model_server):

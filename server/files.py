@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Any
+
+STAGING_PREFIX = ".staging-"
 
 
 def write_json_atomic(path: Path, data: Any, *, indent: int = 2) -> None:
@@ -18,3 +21,15 @@ def write_json_atomic(path: Path, data: Any, *, indent: int = 2) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def make_staging(parent: Path) -> Path:
+    """A fresh hidden folder in ``parent`` in which files are assembled before being renamed into place (same
+    filesystem, so each rename is atomic). A crash leaves it behind under a name :func:`is_staging` recognises."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=parent))
+
+
+def is_staging(path: Path) -> bool:
+    return Path(path).name.startswith(STAGING_PREFIX)

@@ -1,6 +1,6 @@
 """Jobs on disk: one folder per job holding an atomically written ``job.json``.
 
-A job folder appears fully formed: it is assembled under ``.tmp-*`` and renamed into place, and it
+A job folder appears fully formed: it is assembled in a staging folder and renamed into place, and it
 leaves by being renamed to ``.trash-*`` before it is deleted, so a crash never leaves half a job.
 On start, jobs that were running when the server died are marked failed (``interrupted``): their
 outputs may be partial and a rerun costs less than trusting them. Queued jobs are queued again,
@@ -21,14 +21,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..files import write_json_atomic
+from ..files import is_staging, make_staging, write_json_atomic
 from .schemas import TERMINAL
 
 log = logging.getLogger(__name__)
 
 JOB_FILE = "job.json"
 JOB_ID_RE = re.compile(r"\A[0-9]{8}-[0-9]{6}-[0-9a-f]{8}\Z")
-STAGING_PREFIX, TRASH_PREFIX = ".tmp-", ".trash-"
+TRASH_PREFIX = ".trash-"
 INTERRUPTED_MESSAGE = ("the server stopped while this job was running; its partial outputs are not served: "
                        "submit it again")
 
@@ -102,12 +102,10 @@ class JobStore:
         return self.root / job_id
 
     def staging(self) -> Path:
-        path = self.root / f"{STAGING_PREFIX}{secrets.token_hex(8)}"
-        path.mkdir()
-        return path
+        return make_staging(self.root)
 
     def discard_staging(self, staging: Path) -> None:
-        if staging.parent == self.root and staging.name.startswith(STAGING_PREFIX):
+        if staging.parent == self.root and is_staging(staging):
             shutil.rmtree(staging, ignore_errors=True)
 
     def commit(self, staging: Path, job: Job) -> Path:
@@ -124,8 +122,7 @@ class JobStore:
         """Read every job; returns ``(jobs, interrupted)``. Leftover staging and trash folders are removed."""
         jobs, interrupted = [], []
         for entry in sorted(self.root.iterdir()):
-            leftover = entry.name.startswith((STAGING_PREFIX, TRASH_PREFIX)) or (
-                entry.name.startswith(".") and entry.name.endswith(".partial"))  # the reconstruction's staging
+            leftover = is_staging(entry) or entry.name.startswith(TRASH_PREFIX)  # the reconstruction's too
             if leftover and entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
                 continue

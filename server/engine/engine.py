@@ -21,7 +21,7 @@ from PIL import Image
 
 from .. import __version__
 from ..errors import Cancelled, DropletError, InputError
-from ..files import write_json_atomic
+from ..files import make_staging, write_json_atomic
 from .checkpoint import CheckpointInfo, inspect_checkpoint, load_components, resolve_checkpoint
 from .device import (
     apply_memory_profile,
@@ -276,10 +276,10 @@ def run_generation(
             pipe._interrupt = True
         return tensors
 
-    staging = out / ".staging"
+    staging = None
     try:
-        shutil.rmtree(staging, ignore_errors=True)
-        (staging / "frames").mkdir(parents=True)
+        staging = make_staging(out)
+        (staging / "frames").mkdir()
         picture.save(staging / "input.png")
         aligned = None
         if params.view_align:
@@ -330,7 +330,8 @@ def run_generation(
         _move_into(staging, out, manifest)
         return GenerationResult(frames=[out / n for n in names], video=out / "orbit.mp4", manifest=manifest)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         engine.pipe._interrupt = False
         engine.free_memory()
         engine._busy.release()

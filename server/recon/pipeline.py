@@ -25,7 +25,7 @@ from PIL import Image
 
 from .. import __version__
 from ..errors import Cancelled, InputError, ReconstructionError
-from ..files import write_json_atomic
+from ..files import make_staging, write_json_atomic
 from ..orbit import DEFAULT_ELEVATION_DEG, DEFAULT_FOV_DEG, DEFAULT_RADIUS, Orbit, write_transforms
 from .calibration import calibrate_orbit
 from .carving import carve_concavities
@@ -260,7 +260,7 @@ def _frame_paths(frames: Frames, out_dir: Path) -> tuple[list[str], bool]:
 def _commit(out_dir: Path, frames: Frames, masks: np.ndarray, orbit: Orbit, options: ReconOptions, run: _Run,
             section: dict | None, write: Callable[[Path], None] | None) -> dict:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    staging = make_staging(out_dir.parent)
     try:
         paths, copy_frames = _frame_paths(frames, out_dir)
         if copy_frames:

@@ -77,7 +77,7 @@ def make_job(store: JobStore, seq: int, status: str = "succeeded", finished_at: 
 def test_store_marks_running_jobs_interrupted_and_keeps_the_rest(tmp_path):
     store = JobStore(tmp_path)
     done, running, queued = make_job(store, 1), make_job(store, 2, "running"), make_job(store, 3, "queued")
-    (tmp_path / ".tmp-leftover").mkdir()  # a submission that crashed half-way
+    (tmp_path / ".staging-leftover").mkdir()  # a submission that crashed half-way
     (tmp_path / "20250101-000000-deadbeef").mkdir()  # a folder without job.json
     jobs, interrupted = JobStore(tmp_path).load_all()
     by_id = {j.id: j for j in jobs}
@@ -85,7 +85,7 @@ def test_store_marks_running_jobs_interrupted_and_keeps_the_rest(tmp_path):
     assert by_id[running.id].status == "failed"
     assert by_id[running.id].error == {"code": "interrupted", "message": INTERRUPTED_MESSAGE}
     assert by_id[done.id].status == "succeeded" and by_id[queued.id].status == "queued"
-    assert not (tmp_path / ".tmp-leftover").exists()
+    assert not (tmp_path / ".staging-leftover").exists()
     # The verdict was written back, atomically: a second start reads the same.
     assert json.loads((tmp_path / running.id / "job.json").read_text())["status"] == "failed"
 

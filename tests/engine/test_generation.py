@@ -9,6 +9,7 @@ import pytest
 import torch
 from droplet3d.engine import GenerationParams, run_generation
 from droplet3d.errors import Cancelled, InputError
+from droplet3d.files import is_staging
 from engine_helpers import SIZE, read_frames
 from reference_loop import reference_frames
 
@@ -96,7 +97,7 @@ def test_outputs_and_manifest(engine_3d, picture, tmp_path):
     assert (tmp_path / "orbit.mp4").stat().st_size > 0
     assert (tmp_path / "orbit.mp4").read_bytes()[4:8] == b"ftyp"
     assert (tmp_path / "input.png").is_file() and not (tmp_path / "aligned.png").exists()
-    assert not (tmp_path / ".staging").exists()
+    assert not [p for p in tmp_path.iterdir() if is_staging(p)]
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest == result.manifest
     assert manifest["kind"] == "droplet3d"
@@ -149,7 +150,7 @@ def test_cancel_mid_loop_stops_cleanly_and_engine_stays_usable(engine_3d, pictur
     assert "decoding" not in {stage for stage, _ in seen}
     job = tmp_path / "job"
     assert not (job / "manifest.json").exists() and not (job / "frames").exists() and not (job / "orbit.mp4").exists()
-    assert not (job / ".staging").exists()
+    assert not [p for p in job.iterdir() if is_staging(p)]
     result = generate(engine_3d, picture, job)
     assert len(result.frames) == 9
 

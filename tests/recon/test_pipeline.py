@@ -10,6 +10,7 @@ import trimesh
 from conftest import SUZANNE_ORBIT, load_glb_in_blender_world, render_orbit
 from droplet3d.cli import main as droplet3d_main
 from droplet3d.errors import Cancelled
+from droplet3d.files import is_staging
 from droplet3d.orbit import read_transforms
 from droplet3d.recon import ReconOptions, reconstruct
 from droplet3d.recon.metrics import surface_scores
@@ -43,7 +44,7 @@ def test_job_folder_gets_mesh_transforms_masks_and_a_merged_manifest(job):
     orbit, data = read_transforms(folder / "transforms.json")
     assert orbit == result.orbit
     assert data["frames"][3]["file_path"] == "frames/0003.png"  # the job's own frames, not a copy
-    assert not any(p.name.endswith(".partial") for p in folder.parent.iterdir())
+    assert not any(is_staging(p) for p in folder.parent.iterdir())
 
 
 def test_progress_reports_every_stage_in_order(job):

@@ -273,8 +273,8 @@ class DropletClient:
         body = exc.read() if exc.fp else b""
         message, code, field = _server_error_text(body)
         if exc.code == 401:
-            message = message or "The server needs an access token."
-            message += " Set the token in Preferences → Add-ons → Droplet."
+            message = (message or "The server needs an access token").rstrip(". ")
+            message += ". Set the token in Preferences → Add-ons → Droplet."
         elif exc.code == 404 and code is None:  # no error envelope: the route itself is unknown
             message = f"{exc.url} was not found: is {self.url} a Droplet server (wrong port?)"
             code = "not_droplet"

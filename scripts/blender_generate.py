@@ -6,8 +6,9 @@
 
 The input is ``--object NAME`` (repeatable; rendered alone from an auto-framed front camera),
 ``--camera`` (the scene camera's render), ``--image FILE``, or ``--frames DIR|ZIP`` / ``--video FILE``
-with ``--mode reconstruct``. Exit status: 0 on success, 1 when the job fails (the reason on stderr),
-2 for bad arguments.
+with ``--mode reconstruct``. Exit status: 0 on success, also when the job succeeded with warnings (e.g. an
+orbit whose mesh failed: its rig is imported without a mesh and the warning goes to stderr), 1 when the job
+fails (the reason on stderr), 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -110,6 +111,8 @@ def main(argv: list[str]) -> int:
     args.save.parent.mkdir(parents=True, exist_ok=True)
     bpy.ops.wm.save_as_mainfile(filepath=str(args.save.resolve()))
     print(f"blender_generate: imported {collection.name} from {job.folder}; saved {args.save}")
+    for warning in filter(None, job.warnings.splitlines()):  # the job succeeded with less than asked (e.g. no mesh)
+        print(f"blender_generate: warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -136,6 +136,7 @@ def test_token_guards_every_route_but_health(tmp_path):
         server.stop()
 
 
+@pytest.mark.timeout(60)  # a broken check would start serving and never return
 def test_serve_refuses_a_public_address_without_a_token(tmp_path):
     from droplet3d.cli import main
 

@@ -87,16 +87,19 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """``droplet3d serve`` with a tiny random checkpoint on a free loopback port, in its own process."""
+    """``droplet3d serve`` with a tiny random checkpoint on a free loopback port (``--port 0``; the URL is read
+    back from the line the server prints), in its own process; ``token`` starts it with ``--token``."""
 
-    def __init__(self, ckpt: Path, jobs_dir: Path, log: Path, video_ckpt: Path | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+    def __init__(self, ckpt: Path, jobs_dir: Path, log: Path, video_ckpt: Path | None = None,
+                 token: str | None = None):
+        self.log_path, self.url, self.token = Path(log), "", token
         self.log = open(log, "w")  # noqa: SIM115  (closed in stop())
         video = ["--video-ckpt", str(video_ckpt)] if video_ckpt else []
+        auth = ["--token", token] if token else []
         self.proc = subprocess.Popen(
-            [str(REPO / ".venv" / "bin" / "droplet3d"), "serve", "--ckpt", str(ckpt), *video, "--port",
-             str(self.port), "--jobs-dir", str(jobs_dir)], stdout=self.log, stderr=subprocess.STDOUT)
+            [str(REPO / ".venv" / "bin" / "droplet3d"), "serve", "--ckpt", str(ckpt), *video, *auth, "--port", "0",
+             "--jobs-dir", str(jobs_dir)], stdout=self.log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"})
         self._wait_healthy()
 
     def _wait_healthy(self, timeout: float = 90.0) -> None:
@@ -106,14 +109,20 @@ class LiveServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"droplet3d serve exited with {self.proc.returncode}; see {self.log.name}")
+                raise RuntimeError(f"droplet3d serve exited with {self.proc.returncode}; see {self.log_path}")
+            if not self.url:
+                for line in self.log_path.read_text(errors="replace").splitlines():
+                    if "listening on http://" in line:
+                        self.url = line.split("listening on ", 1)[1].split()[0]
             try:
-                with urllib.request.urlopen(self.url + "/v1/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
+                if self.url:
+                    with urllib.request.urlopen(self.url + "/v1/health", timeout=2) as response:
+                        if response.status == 200:
+                            return
             except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"droplet3d serve did not answer within {timeout} s; see {self.log.name}")
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"droplet3d serve did not answer within {timeout} s; see {self.log_path}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -147,6 +156,18 @@ def tiny_video_ckpt(tmp_path_factory):
 def live_server(tiny_ckpt, tiny_video_ckpt, tmp_path_factory):
     root = tmp_path_factory.mktemp("server")
     server = LiveServer(tiny_ckpt, root / "jobs", root / "serve.log", video_ckpt=tiny_video_ckpt)
+    yield server
+    server.stop()
+
+
+TOKEN = "blender-test-token"
+
+
+@pytest.fixture(scope="session")
+def token_server(tiny_ckpt, tmp_path_factory):
+    """A second live server that requires a bearer token on every route but health."""
+    root = tmp_path_factory.mktemp("token-server")
+    server = LiveServer(tiny_ckpt, root / "jobs", root / "serve.log", token=TOKEN)
     yield server
     server.stop()
 

@@ -133,9 +133,10 @@ def test_idempotent_get_retries_through_503_then_succeeds(server):
 
 
 def test_bearer_token_is_sent_and_401_explains_where_to_set_it(server):
-    server.script["/v1/health"] = [(401, b'{"error": {"code": "unauthorized", "message": "Missing token."}}', 0)]
+    # as the real server does: health is open, every other route answers 401 without the right token
+    server.script["/v1/jobs/j"] = [(401, b'{"error": {"code": "unauthorized", "message": "Missing token."}}', 0)]
     with pytest.raises(DropletClientError) as err:
-        DropletClient(url_of(server), token=" s3cret ").health()
+        DropletClient(url_of(server), token=" s3cret ").job("j")
     assert server.seen[0][2]["Authorization"] == "Bearer s3cret"
     assert "Missing token." in err.value.message and "Preferences" in err.value.message
 

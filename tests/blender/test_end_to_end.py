@@ -6,6 +6,8 @@ because background Blender runs no event loop (``bpy.app.timers`` would call the
 The tiny checkpoint is random, so its generated frames hold no object and an orbit job cannot be
 reconstructed: the success path with a mesh runs in reconstruct mode on a synthetic orbit instead, and
 orbit generation runs end to end on the cameras the server calibrates (or, failing that, its nominal orbit).
+An orbit job that asks for a mesh of that noise is how the failure policy is tested: the job succeeds with a
+warning, and the rig is imported without a mesh.
 """
 
 import json
@@ -14,7 +16,7 @@ import urllib.request
 import bpy
 import pytest
 from bpy_extras.object_utils import world_to_camera_view
-from conftest import PKG, LiveServer, make_job, module
+from conftest import PKG, TOKEN, LiveServer, make_job, module
 from layout_recorder import draw_panels
 from mathutils import Matrix, Vector
 
@@ -117,6 +119,48 @@ def test_generate_orbit_end_to_end_imports_cameras_planes_and_turntable_without_
     assert tuple(planes[0].active_material.node_tree.nodes["Frame"].image.size) == (64, 64)
     connected.frame_set(connected.frame_start + 4)
     assert [p.name for p in planes if not p.hide_render] == [planes[4].name]
+
+
+def test_orbit_whose_mesh_fails_imports_the_rig_without_a_mesh_and_shows_the_warning(connected):
+    props = connected.droplet
+    props.mode, props.steps, props.frames, props.reconstruct, props.mesh_resolution = "orbit", 1, 9, True, 32
+    assert bpy.ops.droplet.generate() == {"FINISHED"}
+    pump_until(lambda: latest_job().status in ("succeeded", "failed", "cancelled"))
+    item = latest_job()
+    assert item.status == "succeeded", item.error
+    assert item.warnings.startswith("mesh failed (") and "nominal orbit" in item.warnings
+    coll = bpy.data.collections[item.collection]
+    assert len([o for o in coll.all_objects if " Camera " in o.name]) == 9
+    assert any(o.name.endswith(" Rig") for o in coll.all_objects)
+    assert not any(o.name.endswith(" Mesh") for o in coll.all_objects)
+    assert ("WARNING", f"Droplet job {item.job_id}: {item.warnings}") in module("runtime").reports
+    bpy.context.window_manager.droplet_job_index = 0
+    assert "mesh failed" in " ".join(draw_panels().texts())
+
+
+def test_addon_against_a_real_token_server_needs_the_right_token_for_jobs_only(scene, token_server, tmp_path):
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    prefs.server_url, prefs.download_dir, prefs.poll_interval = token_server.url, str(tmp_path / "dl"), 0.1
+    props, wm = scene.droplet, bpy.context.window_manager
+    props.mode, props.steps, props.frames, props.reconstruct = "orbit", 1, 9, False
+    prefs.token = ""
+    assert bpy.ops.droplet.check_server() == {"FINISHED"}  # health needs no token on the real server
+    pump_until(lambda: wm.droplet_server_status.startswith(("OK", "Cannot")), timeout=30)
+    assert wm.droplet_server_ok, wm.droplet_server_status
+    for token in ("", "not-the-token"):
+        prefs.token = token
+        assert bpy.ops.droplet.generate() == {"FINISHED"}
+        pump_until(lambda: latest_job().status in ("succeeded", "failed", "cancelled"), timeout=60)
+        item = latest_job()
+        assert item.status == "failed" and not item.job_id, item.error
+        assert item.error == "missing or wrong bearer token. Set the token in Preferences → Add-ons → Droplet."
+    prefs.token = TOKEN
+    assert bpy.ops.droplet.generate() == {"FINISHED"}
+    pump_until(lambda: latest_job().status in ("succeeded", "failed", "cancelled"))
+    item = latest_job()
+    assert item.status == "succeeded", item.error
+    coll = bpy.data.collections[item.collection]
+    assert len([o for o in coll.all_objects if " Camera " in o.name]) == 9
 
 
 def test_generate_shows_denoising_progress_and_cancel_reaches_the_server(connected, live_server):

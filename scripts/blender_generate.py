@@ -75,6 +75,7 @@ def main(argv: list[str]) -> int:
         sys.path.insert(0, str(REPO))
     import droplet_blender as droplet
     from droplet_blender.client import DropletClientError
+    from droplet_blender.params import JobParams
 
     def fail(message: str, code: int = 1) -> int:
         print(f"blender_generate: error: {message}", file=sys.stderr)
@@ -90,6 +91,7 @@ def main(argv: list[str]) -> int:
             return fail(f"no object named {name!r} in {bpy.data.filepath or 'the scene'}", 2)
         objects.append(bpy.data.objects[name])
     try:
+        JobParams(**job_kwargs(args)).validate()  # a bad value is exit 2 whether or not the server is up
         if args.server or not args.frames:  # fail fast, before a possibly long render
             from droplet_blender.prefs import settings
 

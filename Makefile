@@ -45,7 +45,7 @@ test: setup lint
 serve: $(VENV)/.installed
 	$(VENV)/bin/droplet3d serve $(ARGS)
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed $(BVENV)/.installed
 	$(VENV)/bin/python scripts/demo.py $(ARGS)
 
 extension: $(BVENV)/.installed

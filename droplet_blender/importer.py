@@ -258,6 +258,11 @@ def _import_mesh(path: Path, coll, rig, job_id: str) -> float | None:
             _tag(idb, job_id)
     points = []
     for obj in new["objects"]:
+        # Blender 4.2's importer links to the scene collection whatever the active layer collection: move it.
+        if coll not in obj.users_collection:
+            coll.objects.link(obj)
+        for other in [c for c in obj.users_collection if c != coll]:
+            other.objects.unlink(obj)
         if obj.parent is None:
             obj.parent = rig  # identity parent inverse: the glTF's orbit-frame placement becomes rig-relative
         if obj.type == "MESH":

@@ -1,4 +1,4 @@
-"""HTTP client for the Droplet sidecar (contract v1 in DESIGN.md). Stdlib only, no ``bpy``.
+"""HTTP client for the Droplet sidecar (contract v1 in docs/design.md §5). Stdlib only, no ``bpy``.
 
 Every request has a timeout; idempotent calls (GET, DELETE) retry with exponential backoff on
 connection failures, timeouts and 502/503/504. Failures become :class:`DropletClientError` whose

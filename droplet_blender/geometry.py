@@ -1,6 +1,6 @@
 """Orbit geometry for the importer, read from a job's ``transforms.json``. Pure Python, no ``bpy``.
 
-``transforms.json`` (DESIGN.md) follows nerfstudio: ``transform_matrix`` is camera-to-world with
+``transforms.json`` (docs/design.md §3) follows nerfstudio: ``transform_matrix`` is camera-to-world with
 the camera looking down −Z and +Y up — exactly a Blender camera's ``matrix_world`` — in the orbit's
 normalised frame (object at the origin). ``fl_x`` is in pixels and the field of view spans the
 larger image side (Blender's sensor fit AUTO). Matrices here are row-major ``4×4`` nested lists.

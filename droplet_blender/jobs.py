@@ -57,7 +57,7 @@ class JobState:
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def apply_status(self, status: dict) -> None:
-        """Copy a server status object (interfaces.md) onto this state."""
+        """Copy a server status object (docs/design.md §5) onto this state."""
         self.job_id = status.get("id", self.job_id)
         self.status = status.get("status", self.status)
         self.stage = status.get("stage") or self.stage

@@ -1,6 +1,6 @@
 """The orbit camera model: the one place where frame k's camera is defined.
 
-Conventions (DESIGN.md): Blender's world, right-handed, +Z up, metres, object at the origin.
+Conventions (docs/design.md §3): Blender's world, right-handed, +Z up, metres, object at the origin.
 Frame k of N sits at azimuth ``φ_k = φ_0 + s·360°·k/P`` with ``P = N`` (a full turn, the start not
 repeated) or ``P = N - 1`` when the last frame closes the loop (repeats frame 0); ``s = +1`` is
 counter-clockwise seen from above. The camera is at ``r·(sin φ cos θ, −cos φ cos θ, sin θ)``

@@ -1,4 +1,4 @@
-"""The FastAPI application: routes of the v1 HTTP contract (DESIGN.md) over the job manager."""
+"""The FastAPI application: routes of the v1 HTTP contract (docs/design.md §5) over the job manager."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Canonical view alignment (REFERENCE.md §3): FLUX.1 Kontext + the Droplet3D LoRA snap an input image to the
+"""Canonical view alignment (docs/design.md §7.4): FLUX.1 Kontext + the Droplet3D LoRA snap an input image to the
 nearest eye-level front/left/right view before generation.
 
 FLUX's ``text_encoder_2`` is a T5-XXL encoder like Droplet3D's text encoder. When the two checkpoints hold the

@@ -97,7 +97,7 @@ def transformer_weight_files(root: Path) -> list[Path]:
 
 
 def inspect_checkpoint(root: Path, ckpt_id: str | None = None) -> CheckpointInfo:
-    """Validate the folder layout (REFERENCE.md §1) and read its configs; raises a one-line CheckpointError."""
+    """Validate the folder layout (docs/design.md §7.1) and read its configs; raises a one-line CheckpointError."""
     from safetensors import safe_open
 
     cfg = _read_json(root / "transformer" / "config.json", root, "the transformer config (CogVideoX-style)")

@@ -1,6 +1,6 @@
 """Positional embeddings where Droplet differs from diffusers' CogVideoX.
 
-Both functions restate REFERENCE.md §1.2 / §1.3; they are pure tensor code so that tests can check
+Both functions restate docs/design.md §7.2 (items 2 and 3); they are pure tensor code so that tests can check
 them against an independent computation.
 """
 

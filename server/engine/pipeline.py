@@ -1,4 +1,4 @@
-"""One image-to-orbit inpaint pipeline for Droplet3D and DropletVideo (REFERENCE.md §2).
+"""One image-to-orbit inpaint pipeline for Droplet3D and DropletVideo (docs/design.md §7.3).
 
 Read it like diffusers' CogVideoX image-to-video pipeline: components come in through the constructor and
 ``__call__`` runs in numbered stages. The Droplet differences are named where they happen: the prompt suffix

@@ -1,4 +1,4 @@
-"""Tiny random checkpoints in exactly the published layout (REFERENCE.md §1), for tests and demos.
+"""Tiny random checkpoints in exactly the published layout (docs/design.md §7.1), for tests and demos.
 
 Every component is the real class at toy width, so a tiny checkpoint runs every code path of the engine on a
 CPU in seconds. The weights are random: generated frames are noise.

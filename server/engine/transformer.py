@@ -1,6 +1,6 @@
 """The Droplet transformer: diffusers' CogVideoX transformer with the Droplet differences.
 
-Differences (REFERENCE.md §1): a 33-channel inpaint input (conditioning concatenated on channels before the
+Differences (docs/design.md §7.2): a 33-channel inpaint input (conditioning concatenated on channels before the
 patch embedding), the reference's resized additive sin-cos table when rotary is off, and DropletVideo's FPS
 embedding added to the timestep embedding. Parameter names are CogVideoX's, so checkpoints load unchanged.
 """

@@ -1,4 +1,4 @@
-"""A plain restatement of REFERENCE.md §2, written apart from the engine's pipeline, to check it against.
+"""A plain restatement of docs/design.md §7.3, written apart from the engine's pipeline, to check it against.
 
 No speed tricks and none of the pipeline's helpers: it only shares the loaded components (and the transformer
 forward, whose own tests live elsewhere).

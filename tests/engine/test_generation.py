@@ -1,4 +1,4 @@
-"""End-to-end generation on tiny checkpoints: determinism, every REFERENCE branch, outputs, cancellation."""
+"""End-to-end generation on tiny checkpoints: determinism, each branch of docs/design.md §7, outputs, cancel."""
 
 from __future__ import annotations
 

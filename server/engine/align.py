@@ -40,16 +40,18 @@ T5_TIED_ALIAS = ("encoder.embed_tokens.weight", "shared.weight")
 
 @dataclass(frozen=True)
 class ShareDecision:
-    shared: bool
+    shared: bool | None  # None: undecided, because deciding needs tensor values and read_tensors was False
     reason: str
 
 
-def compare_text_encoders(droplet_dir: Path, flux_dir: Path, dtype: torch.dtype) -> ShareDecision:
+def compare_text_encoders(droplet_dir: Path, flux_dir: Path, dtype: torch.dtype | None,
+                          read_tensors: bool = True) -> ShareDecision:
     """Whether two saved T5 encoders hold equal weights once loaded in ``dtype``.
 
     Cheapest evidence first: configs, then the safetensors headers (names, shapes; no tensor data), then shard
     identity (same file, or the sha256 blob names of a Hugging Face cache), and only then tensor values, stopping
-    at the first difference. Each reason says how many tensors were read.
+    at the first difference. Each reason says how many tensors were read. With ``read_tensors`` False (the
+    checkpoint doctor) the last step is skipped and the decision may be None.
     """
     config_a = _read_json(droplet_dir / "config.json", "a T5 encoder config")
     config_b = _read_json(flux_dir / "config.json", "a T5 encoder config")
@@ -75,7 +77,8 @@ def compare_text_encoders(droplet_dir: Path, flux_dir: Path, dtype: torch.dtype)
         why = "shard sizes equal, identity not known without reading"
     else:
         why = f"shard sizes differ ({sum(sizes_a)} vs {sum(sizes_b)} bytes) but names and shapes match"
-
+    if not read_tensors:
+        return ShareDecision(None, f"{why}; the tensor values decide (compared when view alignment loads)")
     return _compare_tensors(layout_a, layout_b, dtype, why)
 
 

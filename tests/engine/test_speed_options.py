@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from droplet3d.cli import main
-from droplet3d.engine import DropletEngine, GenerationParams, run_generation
+from droplet3d.engine import DropletEngine, GenerationParams, write_orbit_folder
 from droplet3d.errors import InputError
 from engine_helpers import SIZE, read_frames
 from torch.profiler import ProfilerActivity, profile
@@ -19,7 +19,7 @@ STEPS = 2
 
 def generate(engine, picture, out):
     params = GenerationParams(prompt="a small orange box", steps=STEPS, seed=11, **SIZE)
-    return run_generation(engine, picture, params, out)
+    return write_orbit_folder(engine.generate(picture, params), out)
 
 
 def sdpa_ops(engine, picture, out) -> tuple[set[str], object]:

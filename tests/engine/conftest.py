@@ -58,6 +58,13 @@ def ckpt_video(tiny_root, layout) -> Path:
 
 
 @pytest.fixture(scope="session")
+def ckpt_align(tiny_root, layout) -> Path:
+    from droplet3d.engine import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tiny_root / "with_align", with_align=True, layout=layout)
+
+
+@pytest.fixture(scope="session")
 def ckpt_noise(tiny_root, ckpt_3d) -> Path:
     return _flip_flag(ckpt_3d, tiny_root / "noise", "add_noise_in_inpaint_model", True)
 

@@ -196,13 +196,6 @@ def test_describe_is_json_able(engine_3d):
     assert info["offload"] == "none" and not info["has_view_align"] and "transformer" in info["loaded"]
 
 
-@pytest.fixture(scope="session")
-def ckpt_align(tiny_root, layout):
-    from droplet3d.engine import make_tiny_checkpoint
-
-    return make_tiny_checkpoint(tiny_root / "with_align", with_align=True, layout=layout)
-
-
 def test_view_align_runs_first_and_generation_starts_from_the_aligned_image(ckpt_align, tmp_path, picture):
     from droplet3d.engine import DropletEngine
     from PIL import Image

@@ -79,7 +79,7 @@ def cmd_make_tiny_checkpoint(args: argparse.Namespace) -> int:
 
     path = make_tiny_checkpoint(args.out, kind=args.kind, rotary=args.rotary, with_align=args.with_align,
                                 layout=args.layout)
-    print(f"tiny {args.kind} checkpoint ({args.layout} layout) written to {path}")
+    print(f"tiny {args.kind} checkpoint written to {path} ({args.layout} layout)")
     return 0
 
 

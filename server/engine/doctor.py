@@ -418,3 +418,29 @@ def estimate_memory(d: Diagnosis, tr_cfg: dict, vae_cfg: dict | None, tr: dict |
         "model": round(max(w_tr + step, w_te, w_vae + decode)),
         "sequential": round(largest_block + step),
     }
+
+
+def verdict(ckpt: str) -> dict:
+    """The doctor's verdict on a configured checkpoint, for ``droplet3d serve`` and ``/v1/health``.
+
+    A local folder is diagnosed (``checked``); so is a hub id already in the local Hugging Face cache. A hub id not
+    downloaded yet is skipped with a note (the engine fetches it on first use, and the loader checks it then), and
+    so is a path with nothing there yet (jobs that need it fail with the loader's message until it exists).
+    """
+    from .checkpoint import HUB_ID
+
+    path = Path(ckpt).expanduser()
+    if not path.exists() and not (HUB_ID.match(ckpt) and not ckpt.startswith((".", "/", "~"))):
+        return {"checked": False, "ok": False, "problems": [f"{path}: no such folder; expected a checkpoint folder"],
+                "note": f"nothing at {path} yet: jobs that need it fail until it exists"}
+    if not path.exists():
+        try:
+            from huggingface_hub import snapshot_download
+
+            path = Path(snapshot_download(repo_id=ckpt, local_files_only=True))
+        except Exception:  # not in the cache (or no usable cache): nothing on disk to check yet
+            return {"checked": False, "ok": None, "problems": [],
+                    "note": f"{ckpt} is a hub id not downloaded yet; checked when the engine fetches it"}
+    report = diagnose(path)
+    return {"checked": True, "ok": report.ok, "problems": report.problems,
+            "note": None if report.ok else f"droplet3d doctor {path} gives the full report"}

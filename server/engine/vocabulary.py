@@ -1,4 +1,4 @@
-"""The authors' vocabulary (REFERENCE.md §1) and diffusers' for the same classes, both ways.
+"""The authors' vocabulary and diffusers' for the same classes, both ways.
 
 The authors renamed CogVideoX's classes in their own code: a folder saved by their classes names the VAE
 ``AutoencoderKLDroplet3D`` with ``Droplet3DDownBlock3D`` / ``Droplet3DUpBlock3D`` blocks (DropletVideo: the same with

@@ -287,7 +287,6 @@ def _check_shapes(f: _Folder, tr_cfg, tr, vae_cfg, vae, te_cfg, te) -> None:
     from .vocabulary import transformer_model_config, vae_block_overrides
 
     root = f.root
-    logging.getLogger("droplet3d.engine.vocabulary").setLevel(logging.WARNING)  # notes come from the doctor
     if tr_cfg is not None and tr is not None:
         cfg = transformer_model_config(tr_cfg, "transformer/config.json")
         cfg["use_fps_embedding"] = f.d.fps_path

@@ -134,7 +134,8 @@ class GenerationResult:
 
 
 class DropletEngine:
-    """Droplet3D or DropletVideo with every component loaded once. Not thread-safe: one call at a time."""
+    """Droplet3D or DropletVideo with every component loaded once. ``generate`` is its doorway; it runs one
+    generation at a time and refuses a concurrent one as busy."""
 
     def __init__(self, info: CheckpointInfo, pipe: DropletInpaintPipeline, device: torch.device,
                  dtype: torch.dtype, offload: str, compile: bool | str = False,

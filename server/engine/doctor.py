@@ -8,7 +8,6 @@ the file and what was expected; ``droplet3d serve`` refuses a local folder with 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import re
 import struct
@@ -17,8 +16,6 @@ from pathlib import Path
 
 from .align import FLUX_DIR, LORA_FILE, T5_TIED_ALIAS
 from .checkpoint import DEFAULT_TEXT_LEN, TRANSFORMER_WEIGHTS
-
-logger = logging.getLogger(__name__)
 
 GB = 1e9
 BF16 = 2  # bytes per parameter as the engine runs on a GPU

@@ -78,7 +78,9 @@ def create_app(settings: Settings) -> FastAPI:
         """Answers while a job runs: device, GPU memory and models (as the model process last reported them),
         the model process, queue, limits."""
         queue_length, running = manager.counts()
-        return {"status": "ok", "version": __version__, **models.health(), "queue_length": queue_length,
+        report = models.health()
+        report["models"] = [{**m, "verdict": settings.checkpoint_verdicts.get(m["role"])} for m in report["models"]]
+        return {"status": "ok", "version": __version__, **report, "queue_length": queue_length,
                 "running": running, "auth": bool(settings.token), "limits": settings.limits()}
 
     jobs = APIRouter(prefix="/v1/jobs", dependencies=[Depends(token_guard)], tags=["jobs"])

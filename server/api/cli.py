@@ -66,6 +66,25 @@ def settings_from_args(args: argparse.Namespace):
                     max_frames=args.max_frames)
 
 
+def check_checkpoints(settings) -> None:
+    """``droplet3d doctor`` on each configured checkpoint: a broken local folder is refused with one line per
+    problem; the verdicts go to ``/v1/health``."""
+    import logging
+
+    from ..engine.doctor import verdict
+    from ..errors import CheckpointError
+
+    for role, ckpt in (("orbit", settings.orbit_ckpt), ("video", settings.video_ckpt)):
+        found = settings.checkpoint_verdicts[role] = verdict(ckpt)
+        if found["checked"] and not found["ok"]:
+            for line in found["problems"]:
+                print(line, file=sys.stderr)
+            raise CheckpointError(f"refusing to serve {ckpt}: {len(found['problems'])} problem(s) above "
+                                  f"({found['note']})")
+        if not found["checked"]:
+            logging.getLogger(__name__).info("%s", found["note"])
+
+
 def serve(args: argparse.Namespace) -> int:
     import socket
 
@@ -74,6 +93,7 @@ def serve(args: argparse.Namespace) -> int:
     from .app import create_app
 
     settings = settings_from_args(args)
+    check_checkpoints(settings)
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -74,14 +74,15 @@ def run_job(mode: str, params: dict[str, Any], inputs: dict[str, str], job_dir: 
         source = job_dir / inputs["source"]
         reconstruct(source, job_dir, recon_options(params), progress=progress, should_cancel=should_cancel)
     else:
-        from ..engine import run_generation
+        from ..engine import write_orbit_folder
 
         progress("loading", 0, 0, 0.0)
         engine = engines.get(mode)
         if should_cancel():
             raise Cancelled("cancelled before generation started")
-        run_generation(engine, job_dir / inputs["image"], generation_params(params), job_dir, progress=progress,
-                       should_cancel=should_cancel)
+        generation = engine.generate(job_dir / inputs["image"], generation_params(params), progress=progress,
+                                     should_cancel=should_cancel)
+        write_orbit_folder(generation, job_dir, progress=progress)
         if mode == "orbit":
             from ..recon import orbit_cameras
 

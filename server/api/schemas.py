@@ -166,6 +166,8 @@ class ModelInfo(BaseModel):
     loading: bool
     error: str | None = Field(None, description="why the last load failed")
     details: dict[str, Any] | None = Field(None, description="the engine's describe() once loaded")
+    verdict: dict[str, Any] | None = Field(None, description="droplet3d doctor at start-up: checked, ok, problems, "
+                                           "note")
 
 
 class WorkerInfo(BaseModel):

@@ -41,6 +41,8 @@ class Settings:
     compile: bool = False  # engine speed options (DropletEngine.load); off by default: faithful outputs
     attention_backend: str | None = None
     preload: bool = False  # load the orbit model when the server starts instead of on the first job
+    # The checkpoint doctor's verdict per role ("orbit", "video"), filled by `droplet3d serve` at start-up.
+    checkpoint_verdicts: dict[str, dict] = field(default_factory=dict)
     token: str | None = None
     allow_origins: tuple[str, ...] = ()  # CORS is off unless origins are named
     # Queue and retention.

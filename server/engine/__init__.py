@@ -10,8 +10,9 @@ import importlib
 _EXPORTS = {
     "DropletEngine": ".engine",
     "GenerationParams": ".engine",
+    "Generation": ".engine",
     "GenerationResult": ".engine",
-    "run_generation": ".engine",
+    "write_orbit_folder": ".engine",
     "load_input_image": ".images",
     "make_tiny_checkpoint": ".tiny",
     "DropletInpaintPipeline": ".pipeline",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,16 +40,18 @@ T5_TIED_ALIAS = ("encoder.embed_tokens.weight", "shared.weight")
 
 @dataclass(frozen=True)
 class ShareDecision:
-    shared: bool
+    shared: bool | None  # None: undecided, because deciding needs tensor values and read_tensors was False
     reason: str
 
 
-def compare_text_encoders(droplet_dir: Path, flux_dir: Path, dtype: torch.dtype) -> ShareDecision:
+def compare_text_encoders(droplet_dir: Path, flux_dir: Path, dtype: torch.dtype | None,
+                          read_tensors: bool = True) -> ShareDecision:
     """Whether two saved T5 encoders hold equal weights once loaded in ``dtype``.
 
     Cheapest evidence first: configs, then the safetensors headers (names, shapes; no tensor data), then shard
     identity (same file, or the sha256 blob names of a Hugging Face cache), and only then tensor values, stopping
-    at the first difference. Each reason says how many tensors were read.
+    at the first difference. Each reason says how many tensors were read. With ``read_tensors`` False (the
+    checkpoint doctor) the last step is skipped and the decision may be None.
     """
     config_a = _read_json(droplet_dir / "config.json", "a T5 encoder config")
     config_b = _read_json(flux_dir / "config.json", "a T5 encoder config")
@@ -76,7 +77,8 @@ def compare_text_encoders(droplet_dir: Path, flux_dir: Path, dtype: torch.dtype)
         why = "shard sizes equal, identity not known without reading"
     else:
         why = f"shard sizes differ ({sum(sizes_a)} vs {sum(sizes_b)} bytes) but names and shapes match"
-
+    if not read_tensors:
+        return ShareDecision(None, f"{why}; the tensor values decide (compared when view alignment loads)")
     return _compare_tensors(layout_a, layout_b, dtype, why)
 
 
@@ -283,113 +285,3 @@ def _check_flux_folder(flux_dir: Path) -> None:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Tiny assets for tests and demos
-
-
-def make_tiny_align_assets(ckpt_dir: Path, seed: int = 0) -> None:
-    """Write a tiny random ``<ckpt>/FLUX.1-Kontext-dev`` and ``<ckpt>/pytorch_lora_weights.safetensors``.
-
-    Real diffusers/transformers classes at toy width in the unmodified diffusers layout. ``text_encoder_2`` and
-    ``tokenizer_2`` are byte copies of ``<ckpt>/text_encoder`` and ``<ckpt>/tokenizer`` (which must exist), so
-    the T5 sharing check finds them equal. The VAE keeps FLUX's 8× downsampling so Kontext's preferred ~1024²
-    working area stays at FLUX's 64×64-token latent grid; the models are tiny, so that runs on a CPU.
-    """
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        FlowMatchEulerDiscreteScheduler,
-        FluxKontextPipeline,
-        FluxTransformer2DModel,
-    )
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5EncoderModel, T5Tokenizer
-
-    ckpt_dir = Path(ckpt_dir)
-    text_dir, tok_dir, flux_dir = ckpt_dir / "text_encoder", ckpt_dir / "tokenizer", ckpt_dir / FLUX_DIR
-    t5_dim = _read_json(text_dir / "config.json", "the Droplet T5 config, written before the FLUX assets")["d_model"]
-    clip_dir = flux_dir / "tokenizer"
-    _write_tiny_clip_tokenizer(clip_dir)
-    clip_tokenizer = CLIPTokenizer.from_pretrained(clip_dir)
-    published_clip_files = {f.name: f.read_bytes() for f in clip_dir.iterdir()}
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        transformer = FluxTransformer2DModel(
-            patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=8,
-            num_attention_heads=2, joint_attention_dim=t5_dim, pooled_projection_dim=32, axes_dims_rope=[2, 2, 4],
-            guidance_embeds=True,
-        )
-        vae = AutoencoderKL(
-            down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-            block_out_channels=[4] * 4, layers_per_block=1, latent_channels=1, norm_num_groups=1,
-            use_quant_conv=False, use_post_quant_conv=False, mid_block_add_attention=False, scaling_factor=0.3611,
-            shift_factor=0.1159,
-        )
-        clip = CLIPTextModel(CLIPTextConfig(
-            vocab_size=len(clip_tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4,
-            num_hidden_layers=1, projection_dim=32, max_position_embeddings=77,
-            bos_token_id=clip_tokenizer.bos_token_id, eos_token_id=clip_tokenizer.eos_token_id,
-            pad_token_id=clip_tokenizer.pad_token_id,
-        ))
-        # FLUX.1's scheduler config: Kontext shifts its sigmas by the image sequence length.
-        scheduler = FlowMatchEulerDiscreteScheduler(
-            shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
-            max_image_seq_len=4096,
-        )
-        pipe = FluxKontextPipeline(
-            scheduler=scheduler, vae=vae, text_encoder=clip, tokenizer=clip_tokenizer,
-            text_encoder_2=T5EncoderModel.from_pretrained(text_dir), tokenizer_2=T5Tokenizer.from_pretrained(tok_dir),
-            transformer=transformer,
-        )
-        pipe.save_pretrained(flux_dir, safe_serialization=True)
-        # Keep the published file sets: the BPE files for CLIP (not a converted tokenizer.json) and byte copies
-        # of Droplet's T5 and its sentencepiece tokenizer.
-        shutil.rmtree(clip_dir)
-        clip_dir.mkdir()
-        for name, data in published_clip_files.items():
-            (clip_dir / name).write_bytes(data)
-        for copy_from, name in ((text_dir, "text_encoder_2"), (tok_dir, "tokenizer_2")):
-            shutil.rmtree(flux_dir / name)
-            shutil.copytree(copy_from, flux_dir / name)
-
-        # Random A and B (not peft's zero-B init) so the LoRA visibly changes the edit.
-        lora = LoraConfig(r=4, lora_alpha=32, init_lora_weights=False,
-                          target_modules=["to_q", "to_k", "to_v", "to_out.0", "proj_out"])
-        transformer.add_adapter(lora)
-        FluxKontextPipeline.save_lora_weights(
-            ckpt_dir, transformer_lora_layers=get_peft_model_state_dict(transformer), weight_name=LORA_FILE
-        )
-
-
-def _write_tiny_clip_tokenizer(folder: Path) -> None:
-    """A real byte-level BPE trained on the alignment prompt, written as ``vocab.json`` + ``merges.txt`` like the
-    published folder. Every byte symbol, alone and word-final, stays in the vocabulary so any text encodes."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
-    bpe.normalizer = normalizers.Lowercase()
-    bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Whitespace(), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
-    )
-    trainer = trainers.BpeTrainer(
-        vocab_size=1000, special_tokens=["<|startoftext|>", "<|endoftext|>"], initial_alphabet=alphabet,
-        end_of_word_suffix="</w>", show_progress=False,
-    )
-    bpe.train_from_iterator([ALIGN_PROMPT], trainer)
-    folder.mkdir(parents=True, exist_ok=True)
-    bpe.model.save(str(folder))  # vocab.json, merges.txt
-    vocab = _read_json(folder / "vocab.json", "the BPE vocabulary just written")
-    for char in sorted(alphabet):
-        vocab.setdefault(char + "</w>", len(vocab))
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    specials = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
-                "unk_token": "<|endoftext|>"}
-    (folder / "special_tokens_map.json").write_text(json.dumps(specials, indent=2))
-    (folder / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True, **specials}, indent=2
-    ))

@@ -1,7 +1,8 @@
 """Checkpoint folders: resolve (local or hub), validate, and load every component by subfolder.
 
 ``model_index.json`` class names refer to the authors' private modules, so they are never used: each
-component is loaded with the diffusers / transformers class that has the same parameters.
+component is loaded with the diffusers / transformers class that has the same parameters, the authors' block and
+class names mapped onto diffusers' (vocabulary.py).
 """
 
 from __future__ import annotations
@@ -140,8 +141,9 @@ def load_transformer(info: CheckpointInfo, dtype: torch.dtype, device: torch.dev
     from safetensors.torch import load_file
 
     from .transformer import DropletTransformer3DModel, load_state_tolerant
+    from .vocabulary import transformer_model_config
 
-    cfg = {k: v for k, v in info.transformer_config.items() if not k.startswith("_")}
+    cfg = transformer_model_config(info.transformer_config, f"{info.path}/transformer/config.json")
     if cfg["in_channels"] != 33:
         logger.warning("%s/transformer/config.json: in_channels %d; building the 33-channel inpaint model "
                        "(16 latent + 1 mask + 16 masked video) and widening the weights", info.path, cfg["in_channels"])
@@ -170,6 +172,8 @@ def load_components(info: CheckpointInfo, dtype: torch.dtype, device: torch.devi
     from diffusers import AutoencoderKLCogVideoX, DDIMScheduler
     from transformers import T5EncoderModel, T5Tokenizer
 
+    from .vocabulary import vae_block_overrides
+
     root = info.path
 
     def guarded(sub: str, load):
@@ -185,7 +189,10 @@ def load_components(info: CheckpointInfo, dtype: torch.dtype, device: torch.devi
         "tokenizer": guarded("tokenizer", lambda: T5Tokenizer.from_pretrained(root / "tokenizer")),
         "text_encoder": guarded("text_encoder", lambda: T5EncoderModel.from_pretrained(
             root / "text_encoder", dtype=dtype).eval()),
-        "vae": guarded("vae", lambda: AutoencoderKLCogVideoX.from_pretrained(root / "vae", torch_dtype=dtype).eval()),
+        "vae": guarded("vae", lambda: AutoencoderKLCogVideoX.from_pretrained(
+            root / "vae", torch_dtype=dtype, **vae_block_overrides(
+                _read_json(root / "vae" / "config.json", root, "the CogVideoX VAE config"), f"{root}/vae/config.json"),
+        ).eval()),
         "scheduler": guarded("scheduler", lambda: DDIMScheduler.from_pretrained(root, subfolder="scheduler")),
         "transformer": guarded("transformer", lambda: load_transformer(info, dtype, device)),
     }

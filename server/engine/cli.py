@@ -1,4 +1,4 @@
-"""``droplet3d`` subcommands of the engine room: ``make-tiny-checkpoint`` and ``generate``.
+"""``droplet3d`` subcommands of the engine room: ``make-tiny-checkpoint``, ``doctor`` and ``generate``.
 
 Heavy imports (torch, diffusers) happen inside the command functions.
 """
@@ -20,7 +20,21 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     tiny.add_argument("--kind", choices=("droplet3d", "dropletvideo"), default="droplet3d")
     tiny.add_argument("--rotary", action="store_true", help="use 3D RoPE instead of the additive sin-cos table")
     tiny.add_argument("--with-align", action="store_true", help="add a tiny FLUX.1-Kontext-dev folder and a LoRA")
+    tiny.add_argument("--layout", choices=("diffusers", "authors"), default="diffusers",
+                      help="class and block names in the configs: diffusers' CogVideoX names (default) or the "
+                      "authors' (AutoencoderKLDroplet3D, Droplet3DDownBlock3D, Droplet3DTransformer3DModel, ...)")
     tiny.set_defaults(func=cmd_make_tiny_checkpoint)
+
+    doctor = commands.add_parser(
+        "doctor", help="check a checkpoint folder from its configs and safetensors headers (no weights loaded)",
+        description="Report which model a checkpoint folder holds (Droplet3D/DropletVideo, rotary, text length, "
+        "FPS path), each component's parameters, dtype and size, view alignment, T5 sharing and the estimated GPU "
+        "memory per --offload profile. Reads configs and safetensors headers only. Prints one line per problem, "
+        "naming the file and what was expected, and exits 1 when there is any.",
+    )
+    doctor.add_argument("ckpt", type=Path, help="checkpoint folder")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.set_defaults(func=cmd_doctor)
 
     gen = commands.add_parser(
         "generate", help="image + prompt → orbit video (Droplet3D) or video (DropletVideo)",
@@ -62,9 +76,20 @@ def add_speed_options(parser: argparse.ArgumentParser) -> None:
 def cmd_make_tiny_checkpoint(args: argparse.Namespace) -> int:
     from .tiny import make_tiny_checkpoint
 
-    path = make_tiny_checkpoint(args.out, kind=args.kind, rotary=args.rotary, with_align=args.with_align)
-    print(f"tiny {args.kind} checkpoint written to {path}")
+    path = make_tiny_checkpoint(args.out, kind=args.kind, rotary=args.rotary, with_align=args.with_align,
+                                layout=args.layout)
+    print(f"tiny {args.kind} checkpoint written to {path} ({args.layout} layout)")
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import json
+
+    from .doctor import diagnose
+
+    report = diagnose(args.ckpt)
+    print(json.dumps(report.as_json(), indent=2) if args.json else report.text())
+    return 0 if report.ok else 1
 
 
 class StageBars:
@@ -92,7 +117,7 @@ class StageBars:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .engine import DropletEngine, GenerationParams, run_generation
+    from .engine import DropletEngine, GenerationParams, write_orbit_folder
     from .images import load_input_image
 
     if args.frames_count is not None:
@@ -114,7 +139,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                          field="reconstruct")
     bars = StageBars()
     try:
-        result = run_generation(engine, image, params, args.out, progress=bars)
+        result = write_orbit_folder(engine.generate(image, params, progress=bars), args.out, progress=bars)
         bars.close()
         if engine.kind == "droplet3d":
             _cameras(args.out, args.reconstruct, bars)

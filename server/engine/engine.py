@@ -111,14 +111,31 @@ class GenerationParams:
 
 
 @dataclass
+class Generation:
+    """One generation in memory, as :meth:`DropletEngine.generate` returns it."""
+
+    frames: np.ndarray  # (F, H, W, 3) uint8
+    input_image: Image.Image
+    aligned_image: Image.Image | None
+    params: GenerationParams  # resolved
+    requested: GenerationParams  # as asked
+    engine: dict  # what the manifest records of the engine: kind, checkpoint, device, dtype, offload, speed
+    timings: dict[str, float]  # seconds per stage
+    view_align: dict | None  # shares_text_encoder and its reason, when aligned
+
+
+@dataclass
 class GenerationResult:
+    """What :func:`write_orbit_folder` wrote."""
+
     frames: list[Path]
     video: Path
     manifest: dict = field(default_factory=dict)
 
 
 class DropletEngine:
-    """Droplet3D or DropletVideo with every component loaded once. Not thread-safe: one call at a time."""
+    """Droplet3D or DropletVideo with every component loaded once. ``generate`` is its doorway; it runs one
+    generation at a time and refuses a concurrent one as busy."""
 
     def __init__(self, info: CheckpointInfo, pipe: DropletInpaintPipeline, device: torch.device,
                  dtype: torch.dtype, offload: str, compile: bool | str = False,
@@ -190,6 +207,80 @@ class DropletEngine:
                              "for view alignment", field="view_align")
         return params
 
+    def generate(
+        self,
+        image: ImageSource,
+        params: GenerationParams,
+        progress: Progress | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> Generation:
+        """The engine's doorway: one orbit (Droplet3D) or clip (DropletVideo), in memory.
+
+        ``progress(stage, step, total, elapsed)`` gets stages "aligning" (with view_align), "encoding", "denoising"
+        (step 1..total) and "decoding"; ``elapsed`` is seconds since that stage began. ``should_cancel`` is checked
+        between stages and after every denoising step; when it returns true, :class:`Cancelled` is raised after
+        memory is freed. One generation at a time: a second concurrent call gets a "busy" DropletError.
+        :func:`write_orbit_folder` puts the result on disk.
+        """
+        if self.pipe is None:
+            raise DropletError("the engine is closed")
+        requested = params
+        params = self.check(params)
+        picture = load_input_image(image)
+        if not self._busy.acquire(blocking=False):
+            raise DropletError("the engine is busy with another generation", code="busy")
+        stage_start: dict[str, float] = {}
+        timings: dict[str, float] = {}
+
+        def report(stage: str, step: int, total: int) -> None:
+            now = time.perf_counter()
+            stage_start.setdefault(stage, now)
+            timings[stage] = round(now - stage_start[stage], 4)
+            if progress is not None:
+                progress(stage, step, total, now - stage_start[stage])
+            # Denoising steps stop through the pipeline's interrupt (on_step); every other stage stops here.
+            if (stage != "denoising" or step == 0) and should_cancel is not None and should_cancel():
+                raise Cancelled("cancelled by the caller")
+
+        def on_step(pipe: DropletInpaintPipeline, i: int, t, tensors: dict) -> dict:
+            if should_cancel is not None and should_cancel():
+                pipe._interrupt = True  # diffusers' way to end the loop after this step
+            return tensors
+
+        try:
+            aligned = None
+            if params.view_align:
+                report("aligning", 0, 1)
+                aligned = self.view_aligner().align(picture, params.width, params.height,
+                                                    progress=lambda step, total: report("aligning", step, total))
+            generator = torch.Generator(device=self.pipe._execution_device).manual_seed(params.seed)
+            with attention_context(self.attention_backend):
+                frames = self.pipe(
+                    aligned or picture, params.prompt, negative_prompt=params.negative_prompt, height=params.height,
+                    width=params.width, num_frames=params.num_frames, num_inference_steps=params.steps,
+                    guidance_scale=params.guidance_scale, generator=generator, fps=params.fps,
+                    stage_callback=report, callback_on_step_end=on_step,
+                )
+            if frames is None:
+                raise Cancelled("cancelled by the caller")
+            return Generation(
+                frames=(frames * 255).astype(np.uint8),  # truncating, as the reference's writer does
+                input_image=picture, aligned_image=aligned, params=params, requested=requested,
+                engine=self._manifest_fields(), timings=timings,
+                view_align=None if aligned is None else {"shares_text_encoder": self.aligner.shares_text_encoder,
+                                                         "share_reason": self.aligner.share_reason},
+            )
+        finally:
+            self.free_memory()
+            self._busy.release()
+
+    def _manifest_fields(self) -> dict:
+        return {"kind": self.kind, "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
+                "offload": self.offload,
+                "speed": {"compile": self.compile, "attention_backend": self.attention_backend},
+                "checkpoint": {"id": self.info.ckpt_id, "config_hash": self.info.config_hash,
+                               "text_len": self.info.text_len}}
+
     def view_aligner(self):
         """The FLUX Kontext aligner, loaded on first use and kept."""
         if self.aligner is None:
@@ -234,107 +325,60 @@ def write_video(path: Path, frames: np.ndarray, fps: int) -> None:
     writer.close()
 
 
-def run_generation(
-    engine: DropletEngine,
-    image: ImageSource,
-    params: GenerationParams,
-    out_dir: str | Path,
-    progress: Progress | None = None,
-    should_cancel: Callable[[], bool] | None = None,
-) -> GenerationResult:
-    """Generate one orbit (Droplet3D) or clip (DropletVideo) into ``out_dir``.
+def write_orbit_folder(generation: Generation, out_dir: str | Path, progress: Progress | None = None
+                       ) -> GenerationResult:
+    """Write a generation into ``out_dir``: ``input.png``, ``aligned.png`` (when aligned), ``frames/NNNN.png``,
+    ``orbit.mp4`` (the clip, for DropletVideo) and ``manifest.json``.
 
-    ``progress(stage, step, total, elapsed)`` gets stages "aligning" (with view_align), "encoding", "denoising"
-    (step 1..total), "decoding", "writing"; ``elapsed`` is seconds since that stage began. ``should_cancel`` is
-    checked between stages and denoising steps; when it returns true, :class:`Cancelled` is raised after memory
-    is freed. Artifacts are staged and moved in at the end, manifest.json last, so a folder with a manifest is
-    complete.
+    ``progress`` gets the "writing" stage. Artifacts are staged and moved in at the end, manifest.json last, so a
+    folder with a manifest is complete.
     """
-    if engine.pipe is None:
-        raise DropletError("the engine is closed")
-    requested = params
-    params = engine.check(params)
-    picture = load_input_image(image)
     out = Path(out_dir)
-    if not engine._busy.acquire(blocking=False):
-        raise DropletError("the engine is busy with another generation", code="busy")
-    stage_start: dict[str, float] = {}
-    timings: dict[str, float] = {}
+    started = time.perf_counter()
 
-    def report(stage: str, step: int, total: int) -> None:
-        now = time.perf_counter()
-        stage_start.setdefault(stage, now)
-        timings[stage] = round(now - stage_start[stage], 4)
+    def report(step: int) -> None:
         if progress is not None:
-            progress(stage, step, total, now - stage_start[stage])
-        # Denoising steps cancel through the pipeline's interrupt flag (on_step); everything else stops here.
-        if (stage != "denoising" or step == 0) and should_cancel is not None and should_cancel():
-            raise Cancelled("cancelled by the caller")
-
-    def on_step(pipe, i, t, tensors):
-        if should_cancel is not None and should_cancel():
-            pipe._interrupt = True
-        return tensors
+            progress("writing", step, 1, time.perf_counter() - started)
 
     staging = None
     try:
+        report(0)
         staging = make_staging(out)
         (staging / "frames").mkdir()
-        picture.save(staging / "input.png")
-        aligned = None
-        if params.view_align:
-            report("aligning", 0, 1)
-            aligner = engine.view_aligner()
-            aligned = aligner.align(picture, params.width, params.height,
-                                    progress=lambda step, total: report("aligning", step, total))
-            aligned.save(staging / "aligned.png")
-        generator = torch.Generator(device=engine.pipe._execution_device).manual_seed(params.seed)
-        with attention_context(engine.attention_backend):
-            frames = engine.pipe(
-                aligned or picture, params.prompt, negative_prompt=params.negative_prompt, height=params.height,
-                width=params.width, num_frames=params.num_frames, num_inference_steps=params.steps,
-                guidance_scale=params.guidance_scale, generator=generator, fps=params.fps, stage_callback=report,
-                callback_on_step_end=on_step,
-            )
-        if frames is None:
-            raise Cancelled("cancelled by the caller")
-        report("writing", 0, 1)
-        pixels = (frames * 255).astype(np.uint8)  # truncating, as the reference's writer does
+        generation.input_image.save(staging / "input.png")
+        if generation.aligned_image is not None:
+            generation.aligned_image.save(staging / "aligned.png")
         names = []
-        for k, frame in enumerate(pixels):
+        for k, frame in enumerate(generation.frames):
             Image.fromarray(frame).save(staging / "frames" / f"{k:04d}.png")
             names.append(f"frames/{k:04d}.png")
-        video_fps = params.fps if engine.kind == "dropletvideo" else REFERENCE_VIDEO_FPS
-        write_video(staging / "orbit.mp4", pixels, video_fps)
-        report("writing", 1, 1)
+        engine = generation.engine
+        video_fps = generation.params.fps if engine["kind"] == "dropletvideo" else REFERENCE_VIDEO_FPS
+        write_video(staging / "orbit.mp4", generation.frames, video_fps)
+        report(1)
         manifest = {
-            "kind": engine.kind,
+            "kind": engine["kind"],
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "checkpoint": {"id": engine.info.ckpt_id, "config_hash": engine.info.config_hash,
-                           "text_len": engine.info.text_len},
-            "params": dataclasses.asdict(params),
-            "requested": dataclasses.asdict(requested),
-            "seed": params.seed,
+            "checkpoint": engine["checkpoint"],
+            "params": dataclasses.asdict(generation.params),
+            "requested": dataclasses.asdict(generation.requested),
+            "seed": generation.params.seed,
             "num_frames": len(names),
             "video_fps": video_fps,
-            "device": str(engine.device), "dtype": str(engine.dtype).removeprefix("torch."),
-            "offload": engine.offload,
-            "engine": {"compile": engine.compile, "attention_backend": engine.attention_backend},
-            "view_align": None if aligned is None else {
-                "shares_text_encoder": bool(getattr(engine.aligner, "shares_text_encoder", False))},
-            "input_size": list(picture.size),
+            "device": engine["device"], "dtype": engine["dtype"], "offload": engine["offload"],
+            "engine": engine["speed"],
+            "view_align": generation.view_align,
+            "input_size": list(generation.input_image.size),
             "libraries": _library_versions(),
-            "timings": timings,
-            "files": ["input.png", *(["aligned.png"] if aligned is not None else []), "orbit.mp4", *names],
+            "timings": {**generation.timings, "writing": round(time.perf_counter() - started, 4)},
+            "files": ["input.png", *(["aligned.png"] if generation.aligned_image is not None else []), "orbit.mp4",
+                      *names],
         }
         _move_into(staging, out, manifest)
         return GenerationResult(frames=[out / n for n in names], video=out / "orbit.mp4", manifest=manifest)
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
-        engine.pipe._interrupt = False
-        engine.free_memory()
-        engine._busy.release()
 
 
 def _move_into(staging: Path, out: Path, manifest: dict) -> None:

@@ -1,4 +1,8 @@
-"""Tiny checkpoints, each built once per session, and engines loaded once per checkpoint."""
+"""Tiny checkpoints, each built once per session and layout, and engines loaded once per checkpoint.
+
+Every checkpoint fixture is parametrised over both layouts ("diffusers" and "authors", vocabulary.py), so each test
+that uses one runs on both.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from droplet3d.engine.vocabulary import LAYOUTS
 from PIL import Image
 
 
@@ -21,30 +26,42 @@ def _flip_flag(src: Path, dst: Path, key: str, value) -> Path:
     return dst
 
 
-@pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("tiny")
+@pytest.fixture(scope="session", params=LAYOUTS)
+def layout(request) -> str:
+    return request.param
 
 
 @pytest.fixture(scope="session")
-def ckpt_3d(tiny_root) -> Path:
+def tiny_root(tmp_path_factory, layout) -> Path:
+    return tmp_path_factory.mktemp(f"tiny-{layout}")
+
+
+@pytest.fixture(scope="session")
+def ckpt_3d(tiny_root, layout) -> Path:
     from droplet3d.engine import make_tiny_checkpoint
 
-    return make_tiny_checkpoint(tiny_root / "droplet3d")
+    return make_tiny_checkpoint(tiny_root / "droplet3d", layout=layout)
 
 
 @pytest.fixture(scope="session")
-def ckpt_rotary(tiny_root) -> Path:
+def ckpt_rotary(tiny_root, layout) -> Path:
     from droplet3d.engine import make_tiny_checkpoint
 
-    return make_tiny_checkpoint(tiny_root / "rotary", rotary=True)
+    return make_tiny_checkpoint(tiny_root / "rotary", rotary=True, layout=layout)
 
 
 @pytest.fixture(scope="session")
-def ckpt_video(tiny_root) -> Path:
+def ckpt_video(tiny_root, layout) -> Path:
     from droplet3d.engine import make_tiny_checkpoint
 
-    return make_tiny_checkpoint(tiny_root / "video", kind="dropletvideo")
+    return make_tiny_checkpoint(tiny_root / "video", kind="dropletvideo", layout=layout)
+
+
+@pytest.fixture(scope="session")
+def ckpt_align(tiny_root, layout) -> Path:
+    from droplet3d.engine import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tiny_root / "with_align", with_align=True, layout=layout)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """A plain restatement of docs/design.md §7.3, written apart from the engine's pipeline, to check it against.
 
 No speed tricks and none of the pipeline's helpers: it only shares the loaded components (and the transformer
-forward, whose own tests live elsewhere).
+forward, checked on its own against diffusers' CogVideoX in test_transformer.py).
 """
 
 from __future__ import annotations

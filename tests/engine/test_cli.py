@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from droplet3d.cli import main
 from engine_helpers import REPO
 from PIL import Image
@@ -49,9 +50,13 @@ def test_generate_reports_bad_input_without_traceback(ckpt_3d, tmp_path, capsys)
     assert rc == 2
 
 
-def test_make_tiny_checkpoint_command(tmp_path, capsys):
-    rc = main(["make-tiny-checkpoint", str(tmp_path / "v"), "--kind", "dropletvideo", "--rotary"])
+@pytest.mark.parametrize("layout", ["diffusers", "authors"])
+def test_make_tiny_checkpoint_command(tmp_path, capsys, layout):
+    rc = main(["make-tiny-checkpoint", str(tmp_path / "v"), "--kind", "dropletvideo", "--rotary", "--layout", layout])
     assert rc == 0
     cfg = json.loads((tmp_path / "v" / "transformer" / "config.json").read_text())
-    assert cfg["use_fps_embedding"] and cfg["use_rotary_positional_embeddings"]
-    assert "checkpoint written" in capsys.readouterr().out
+    assert cfg["use_rotary_positional_embeddings"]
+    assert cfg["_class_name"] == ("CogVideoXTransformer3DModel" if layout == "diffusers" else
+                                  "DropletVideoTransformer3DModel")
+    assert cfg.get("use_fps_embedding", False) is (layout == "diffusers")
+    assert f"checkpoint written to {tmp_path / 'v'} ({layout} layout)" in capsys.readouterr().out

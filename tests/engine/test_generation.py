@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from droplet3d.engine import GenerationParams, run_generation
-from droplet3d.errors import Cancelled, InputError
+from droplet3d.engine import GenerationParams, write_orbit_folder
+from droplet3d.errors import Cancelled, DropletError, InputError
 from droplet3d.files import is_staging
 from engine_helpers import SIZE, read_frames
 from reference_loop import reference_frames
@@ -18,7 +19,7 @@ STEPS = 3
 
 def generate(engine, picture, out, **overrides):
     params = GenerationParams(prompt="a small orange box", **{"steps": STEPS, **SIZE, **overrides})
-    return run_generation(engine, picture, params, out)
+    return write_orbit_folder(engine.generate(picture, params), out)
 
 
 def pipeline_frames(engine, picture, seed=42, fps=None, **size):
@@ -42,7 +43,7 @@ def test_different_seeds_give_different_frames(engine_3d, picture, tmp_path):
 
 
 @pytest.mark.parametrize("engine_name", ["engine_3d", "engine_rotary", "engine_noise"])
-def test_pipeline_matches_reference_loop(engine_name, picture, request):
+def test_pipeline_matches_reference_loop(engine_name, picture, request, layout):
     engine = request.getfixturevalue(engine_name)
     ours = pipeline_frames(engine, picture, seed=3)
     ref = reference_frames(engine.pipe, picture, "a small orange box", SIZE["width"], SIZE["height"],
@@ -90,7 +91,7 @@ def test_frame_count_is_rounded_down_to_4k_plus_1(engine_rotary, picture, tmp_pa
     assert len(result.frames) == result.manifest["num_frames"] == written
 
 
-def test_outputs_and_manifest(engine_3d, picture, tmp_path):
+def test_outputs_and_manifest(engine_3d, picture, tmp_path, layout):
     result = generate(engine_3d, picture, tmp_path, seed=None, negative_prompt="ugly")
     names = sorted(p.name for p in (tmp_path / "frames").iterdir())
     assert names == [f"{k:04d}.png" for k in range(9)]
@@ -106,7 +107,7 @@ def test_outputs_and_manifest(engine_3d, picture, tmp_path):
     assert isinstance(manifest["seed"], int) and manifest["seed"] == manifest["params"]["seed"]
     assert manifest["requested"]["seed"] is None
     assert manifest["checkpoint"]["config_hash"] == engine_3d.info.config_hash
-    assert manifest["checkpoint"]["text_len"] == 240
+    assert manifest["checkpoint"]["text_len"] == (240 if layout == "diffusers" else 450)
     assert manifest["video_fps"] == 8
     assert {"torch", "diffusers", "transformers"} <= set(manifest["libraries"])
     assert set(manifest["timings"]) == {"encoding", "denoising", "decoding", "writing"}
@@ -127,7 +128,8 @@ def test_dropletvideo_writes_video_at_requested_fps(engine_video, picture, tmp_p
 def test_progress_reports_stages_in_order(engine_3d, picture, tmp_path):
     events = []
     params = GenerationParams(prompt="box", steps=STEPS, **SIZE)
-    run_generation(engine_3d, picture, params, tmp_path, progress=lambda *e: events.append(e))
+    write_orbit_folder(engine_3d.generate(picture, params, progress=lambda *e: events.append(e)), tmp_path,
+                       progress=lambda *e: events.append(e))
     stages = [e[0] for e in events]
     assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s] == [
         "encoding", "denoising", "decoding", "writing"]
@@ -144,21 +146,34 @@ def test_cancel_mid_loop_stops_cleanly_and_engine_stays_usable(engine_3d, pictur
 
     params = GenerationParams(prompt="box", steps=6, **SIZE)
     with pytest.raises(Cancelled):
-        run_generation(engine_3d, picture, params, tmp_path / "job", progress=progress,
-                       should_cancel=lambda: ("denoising", 2) in seen)
+        engine_3d.generate(picture, params, progress=progress, should_cancel=lambda: ("denoising", 2) in seen)
     assert max(step for stage, step in seen if stage == "denoising") == 2
     assert "decoding" not in {stage for stage, _ in seen}
-    job = tmp_path / "job"
-    assert not (job / "manifest.json").exists() and not (job / "frames").exists() and not (job / "orbit.mp4").exists()
-    assert not [p for p in job.iterdir() if is_staging(p)]
-    result = generate(engine_3d, picture, job)
+    result = generate(engine_3d, picture, tmp_path / "job")  # the lock is free and the interrupt flag reset
     assert len(result.frames) == 9
 
 
 def test_cancel_before_any_model_work(engine_3d, picture, tmp_path):
+    stages = []
     with pytest.raises(Cancelled):
-        run_generation(engine_3d, picture, GenerationParams(prompt="box", **SIZE), tmp_path, should_cancel=lambda: True)
-    assert not (tmp_path / "manifest.json").exists()
+        engine_3d.generate(picture, GenerationParams(prompt="box", **SIZE), should_cancel=lambda: True,
+                           progress=lambda *e: stages.append(e[0]))
+    assert stages == ["encoding"]  # stopped at the first stage boundary, before the text encoder ran
+
+
+def test_a_second_generation_during_one_is_refused_as_busy(engine_3d, picture, tmp_path):
+    params = GenerationParams(prompt="box", steps=2, **SIZE)
+    refusals = []
+
+    def progress(stage, step, total, elapsed):
+        if stage == "denoising" and step == 1 and not refusals:
+            with pytest.raises(DropletError) as err:
+                engine_3d.generate(picture, params)
+            refusals.append(err.value.code)
+
+    frames = engine_3d.generate(picture, params, progress=progress).frames
+    assert refusals == ["busy"] and frames.shape == (9, 32, 32, 3) and frames.dtype == np.uint8
+    assert engine_3d.generate(picture, params).frames.shape == frames.shape
 
 
 def test_frames_beyond_the_positional_table_are_rejected(engine_3d, picture, tmp_path):
@@ -182,22 +197,51 @@ def test_describe_is_json_able(engine_3d):
     assert info["offload"] == "none" and not info["has_view_align"] and "transformer" in info["loaded"]
 
 
-def test_view_align_runs_first_and_writes_aligned_image(tmp_path, picture):
-    from droplet3d.engine import DropletEngine, make_tiny_checkpoint
-
-    ckpt = make_tiny_checkpoint(tmp_path / "ckpt", with_align=True)
-    engine = DropletEngine.load(str(ckpt), device="cpu")
-    assert engine.has_view_align
-    events = []
-    params = GenerationParams(prompt="box", steps=2, view_align=True, **SIZE)
-    result = run_generation(engine, picture, params, tmp_path / "job", progress=lambda *e: events.append(e[0]))
-    loaded = engine.describe()["loaded"]
-    engine.close()
-    assert events[0] == "aligning" and "encoding" in events
-    aligned = tmp_path / "job" / "aligned.png"
+def test_view_align_runs_first_and_generation_starts_from_the_aligned_image(ckpt_align, tmp_path, picture):
+    from droplet3d.engine import DropletEngine
     from PIL import Image
 
-    assert Image.open(aligned).size == (32, 32)
-    assert "aligned.png" in result.manifest["files"]
-    assert isinstance(result.manifest["view_align"]["shares_text_encoder"], bool)
+    engine = DropletEngine.load(str(ckpt_align), device="cpu")
+    try:
+        assert engine.has_view_align
+        events = []
+        params = GenerationParams(prompt="a small orange box", steps=STEPS, seed=3, view_align=True, **SIZE)
+        result = write_orbit_folder(engine.generate(picture, params, progress=lambda *e: events.append(e[0])),
+                                    tmp_path / "job")
+        loaded = engine.describe()["loaded"]
+        aligned = Image.open(tmp_path / "job" / "aligned.png").convert("RGB")
+        from_aligned = pipeline_frames(engine, aligned, seed=3)
+        from_input = pipeline_frames(engine, picture, seed=3)
+        # The engine's T5-sharing path: FLUX's text_encoder_2 is the very module the Droplet pipeline encodes with.
+        assert engine.aligner.pipe.text_encoder_2 is engine.pipe.text_encoder
+    finally:
+        engine.close()
+    assert events[0] == "aligning" and "encoding" in events
+    assert aligned.size == (32, 32) and "aligned.png" in result.manifest["files"]
+    written = read_frames(result.frames)
+    assert np.array_equal(written, (from_aligned * 255).astype(np.uint8))
+    assert not np.array_equal(written, (from_input * 255).astype(np.uint8))
+    # The tiny FLUX folder holds byte copies of Droplet's T5: the weights are equal, so they must be shared.
+    assert result.manifest["view_align"]["shares_text_encoder"] is True
     assert "view_aligner" in loaded  # kept for the next request
+
+
+def test_view_align_keeps_flux_own_t5_when_the_weights_differ(ckpt_align, tmp_path):
+    import shutil
+
+    from droplet3d.engine import DropletEngine
+    from safetensors.torch import load_file, save_file
+
+    ckpt = Path(shutil.copytree(ckpt_align, tmp_path / "ckpt"))
+    shard = sorted((ckpt / "FLUX.1-Kontext-dev" / "text_encoder_2").glob("model-*.safetensors"))[0]
+    tensors = load_file(shard)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1e-3
+    save_file(tensors, str(shard), metadata={"format": "pt"})
+    engine = DropletEngine.load(str(ckpt), device="cpu")
+    try:
+        aligner = engine.view_aligner()
+        assert aligner.shares_text_encoder is False and f"tensor {name} differs" in aligner.share_reason
+        assert aligner.pipe.text_encoder_2 is not engine.pipe.text_encoder
+    finally:
+        engine.close()

@@ -47,12 +47,11 @@ def test_defaults_resolve_per_model():
     assert isinstance(dv.seed, int) and dv.seed >= 0
 
 
-def test_bad_params_fail_before_model_work(engine_3d, picture, tmp_path):
-    from droplet3d.engine import run_generation
-
+def test_bad_params_fail_before_model_work(engine_3d, picture):
+    stages = []
     with pytest.raises(InputError):
-        run_generation(engine_3d, picture, GenerationParams(prompt="x", width=33), tmp_path)
-    assert list(tmp_path.iterdir()) == []
+        engine_3d.generate(picture, GenerationParams(prompt="x", width=33), progress=lambda *e: stages.append(e))
+    assert stages == []
 
 
 def _png(img: Image.Image) -> bytes:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from droplet3d.cli import main
-from droplet3d.engine import DropletEngine, GenerationParams, run_generation
+from droplet3d.engine import DropletEngine, GenerationParams, write_orbit_folder
 from droplet3d.errors import InputError
 from engine_helpers import SIZE, read_frames
 from torch.profiler import ProfilerActivity, profile
@@ -19,7 +19,7 @@ STEPS = 2
 
 def generate(engine, picture, out):
     params = GenerationParams(prompt="a small orange box", steps=STEPS, seed=11, **SIZE)
-    return run_generation(engine, picture, params, out)
+    return write_orbit_folder(engine.generate(picture, params), out)
 
 
 def sdpa_ops(engine, picture, out) -> tuple[set[str], object]:
@@ -84,25 +84,27 @@ def test_generate_command_passes_speed_options(ckpt_3d, tmp_path, capsys):
     assert "attention_backend must be one of" in capsys.readouterr().err
 
 
-def test_serve_passes_speed_options_to_the_engines(ckpt_3d, tmp_path):
-    from droplet3d.api.cli import settings_from_args
-    from droplet3d.api.engines import EngineRegistry
+def test_serve_passes_speed_options_to_the_model_process(ckpt_3d, tmp_path):
+    """``serve --compile --attention-backend`` reach the engine that the service's model process (its spawn child)
+    loads; running them is the engine tests' business above."""
+    import os
+
+    from droplet3d.api.cli import add_commands, settings_from_args
+    from droplet3d.api.model_process import ModelProcess
 
     parser = argparse.ArgumentParser()
-    main_parsers = parser.add_subparsers()
-    from droplet3d.api.cli import add_commands
-
-    add_commands(main_parsers)
+    add_commands(parser.add_subparsers())
     args = parser.parse_args(["serve", "--ckpt", str(ckpt_3d), "--jobs-dir", str(tmp_path / "jobs"), "--device",
-                              "cpu", "--attention-backend", "math", "--compile"])
-    settings = settings_from_args(args)
-    assert (settings.compile, settings.attention_backend) == (True, "math")
-    registry = EngineRegistry(settings.orbit_ckpt, settings.video_ckpt, settings.device, settings.offload,
-                              compile="eager", attention_backend=settings.attention_backend)
-    engine = registry.get("orbit")
+                              "cpu", "--attention-backend", "math", "--compile", "--preload"])
+    models = ModelProcess(settings_from_args(args))
+    models.start()  # returns once the child has loaded the orbit model (--preload) and reported its state
     try:
-        assert (engine.compile, engine.attention_backend) == ("eager", "math")
-        assert engine.describe()["attention_backend"] == "math"
+        health = models.health()
     finally:
-        engine.close()
-        torch._dynamo.reset()
+        models.close()
+    assert health["worker"]["alive"] and health["worker"]["pid"] != os.getpid()
+    orbit = next(m for m in health["models"] if m["role"] == "orbit")
+    assert orbit["loaded"] and orbit["error"] is None
+    details = orbit["details"]
+    assert details["path"] == str(ckpt_3d.resolve()) and details["device"] == "cpu"
+    assert (details["compile"], details["attention_backend"]) == (True, "math")

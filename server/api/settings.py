@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..recon.limits import MAX_RESOLUTION, MIN_FRAMES, MIN_RESOLUTION
+
 DEFAULT_ORBIT_CKPT = "DropletX/Droplet3D-5B"
 DEFAULT_VIDEO_CKPT = "DropletX/DropletVideo-5B"
 LOOPBACK_NAMES = ("localhost",)
@@ -75,7 +77,9 @@ class Settings:
             "max_queue": self.max_queue,
             "max_upload_bytes": self.max_upload_bytes,
             "max_image_pixels": self.max_image_pixels,
+            "min_frames": MIN_FRAMES,
             "max_frames": self.max_frames,
+            "mesh_resolution": [MIN_RESOLUTION, MAX_RESOLUTION],
             "max_prompt_chars": self.max_prompt_chars,
             "keep_jobs": self.keep_jobs,
             "max_age_hours": self.max_age_hours,

@@ -32,6 +32,7 @@ def test_health_reports_models_queue_and_limits(server):
     assert health["status"] == "ok" and health["auth"] is False
     assert {m["role"]: m["present"] for m in health["models"]} == {"orbit": False, "video": False}
     assert health["queue_length"] == 0 and health["limits"]["max_image_pixels"] == 65536
+    assert health["limits"]["min_frames"] == 8 and health["limits"]["mesh_resolution"] == [32, 512]
 
 
 @pytest.mark.parametrize(("method", "path", "status", "code"), [

@@ -33,6 +33,15 @@ from .device import (
 )
 from .images import ImageSource, load_input_image
 from .pipeline import DropletInpaintPipeline, round_frames
+from .speed import (
+    PROFILES,
+    apply_load_switches,
+    check_profile,
+    check_quantize,
+    resolve_step_switches,
+    step_switches,
+    uncompile,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +69,16 @@ class GenerationParams:
     width: int | None = None
     height: int | None = None
     num_frames: int | None = None
-    steps: int = 50
+    steps: int | None = None  # None: the profile's (50, or 25 with ``fast``)
     guidance_scale: float = 6.0
     seed: int | None = 42
     fps: int | None = None
     view_align: bool = False
+    # Speed (server/engine/speed.py): a profile, and step switches that override it (None: the profile's).
+    profile: str | None = None
+    solver: str | None = None
+    cache_threshold: float | None = None
+    cfg_truncation: float | None = None
 
     def validate(self, kind: str) -> GenerationParams:
         """Raise :class:`InputError` naming the field, before any model work; return the resolved params
@@ -85,7 +99,9 @@ class GenerationParams:
         frames = resolved["num_frames"]
         if not _is_int(frames) or not 1 <= frames <= MAX_FRAMES:
             raise InputError(f"num_frames must be an integer in [1, {MAX_FRAMES}], got {frames!r}", field="num_frames")
-        if not _is_int(self.steps) or not 1 <= self.steps <= MAX_STEPS:
+        switches = resolve_step_switches(self.profile, self.steps, self.solver, self.cache_threshold,
+                                         self.cfg_truncation)
+        if not _is_int(switches["steps"]) or not 1 <= switches["steps"] <= MAX_STEPS:
             raise InputError(f"steps must be an integer in [1, {MAX_STEPS}], got {self.steps!r}", field="steps")
         g = self.guidance_scale
         if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or g < 0:
@@ -107,7 +123,13 @@ class GenerationParams:
         return dataclasses.replace(
             self, width=resolved["width"], height=resolved["height"], num_frames=round_frames(frames),
             guidance_scale=float(g), fps=fps, seed=secrets.randbelow(2**31) if self.seed is None else self.seed,
+            **switches,
         )
+
+    def step_switches(self) -> dict:
+        """The resolved speed switches of one job (after ``validate``)."""
+        return {name: getattr(self, name) for name in ("profile", "steps", "solver", "cache_threshold",
+                                                        "cfg_truncation")}
 
 
 @dataclass
@@ -122,26 +144,41 @@ class DropletEngine:
 
     def __init__(self, info: CheckpointInfo, pipe: DropletInpaintPipeline, device: torch.device,
                  dtype: torch.dtype, offload: str, compile: bool | str = False,
-                 attention_backend: str | None = None) -> None:
+                 attention_backend: str | None = None, quantize: str | None = None, profile: str = "faithful",
+                 load_warnings: list[str] | None = None) -> None:
         self.info = info
         self.pipe = pipe
         self.device = device
         self.dtype = dtype
         self.offload = offload
-        self.compile = compile
+        self.compile = compile  # load switches as actually applied (a switch that could not run is off)
+        self.quantize = quantize
         self.attention_backend = attention_backend
+        self.profile = profile  # the default profile of jobs that name none
+        self.load_warnings = list(load_warnings or [])
         self.aligner = None
         self._busy = threading.Lock()
 
     @classmethod
-    def load(cls, ckpt: str | Path, device: str | None = None, offload: str = "none", compile: bool | str = False,
-             attention_backend: str | None = None) -> DropletEngine:
-        """Load every component once. The speed options change bf16 outputs slightly, so both are off by default:
-        ``compile`` compiles the repeated transformer block in place (diffusers' regional compilation; True means
-        torch.compile's default backend, a string names another, e.g. "eager" to check graph capture alone; the
-        first generation pays the compilation). ``attention_backend`` restricts PyTorch's SDPA to one kernel
-        (flash, cudnn, efficient, math); None lets PyTorch pick, as the published inference does.
+    def load(cls, ckpt: str | Path, device: str | None = None, offload: str = "none",
+             compile: bool | str | None = None, attention_backend: str | None = None, quantize: str | None = None,
+             profile: str | None = None, warm_up: bool = False) -> DropletEngine:
+        """Load every component once.
+
+        ``profile`` (faithful, the default, or fast; server/engine/speed.py) sets the load switches that are left
+        None and the step switches of jobs that name no profile. The load switches change bf16 outputs, so the
+        faithful profile has none: ``compile`` compiles the repeated transformer block in place (diffusers' regional
+        compilation; True means torch.compile's default backend, a string names another, e.g. "eager" to check
+        graph capture alone, False turns it off); ``quantize`` ("fp8", "int8" or "none") swaps the blocks' linears
+        for torchao's. Each fails soft: what cannot run here is dropped with a warning (``load_warnings``).
+        ``warm_up`` runs a short generation at the model's default size so that compilation is paid at load, not
+        by the first job. ``attention_backend`` restricts PyTorch's SDPA to one kernel (flash, cudnn, efficient,
+        math); None lets PyTorch pick, as the published inference does.
         """
+        profile = check_profile(profile)
+        defaults = PROFILES[profile].load_switches()
+        compile = defaults["compile"] if compile is None else compile
+        quantize = check_quantize(defaults["quantize"] if quantize is None else quantize)
         dev = pick_device(device)
         check_offload(offload, dev)
         attention_backend = check_attention_backend(attention_backend, dev)
@@ -152,11 +189,13 @@ class DropletEngine:
         components = load_components(info, dtype, dev if offload == "none" else "cpu")
         pipe = DropletInpaintPipeline(**components, text_len=info.text_len)
         apply_memory_profile(pipe, offload, dev)
-        if compile:
-            options = {} if compile is True else {"backend": compile}
-            pipe.transformer.compile_repeated_blocks(fullgraph=True, **options)
+        used, warnings = apply_load_switches(pipe, dev, compile, quantize)
         logger.info("loaded %s (%s) on %s in %.1f s", ckpt_id, info.kind, dev, time.perf_counter() - t0)
-        return cls(info, pipe, dev, dtype, offload, compile, attention_backend)
+        engine = cls(info, pipe, dev, dtype, offload, used["compile"], attention_backend, used["quantize"], profile,
+                     warnings)
+        if warm_up:
+            engine.warm_up()
+        return engine
 
     @property
     def kind(self) -> str:
@@ -173,13 +212,15 @@ class DropletEngine:
         return {
             "ckpt": self.info.ckpt_id, "path": str(self.info.path), "kind": self.kind, "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."), "offload": self.offload,
-            "compile": self.compile, "attention_backend": self.attention_backend,
+            "compile": self.compile, "attention_backend": self.attention_backend, "quantize": self.quantize,
+            "profile": self.profile, "load_warnings": self.load_warnings,
             "config_hash": self.info.config_hash, "text_len": self.info.text_len,
             "has_view_align": self.has_view_align, "loaded": loaded,
         }
 
     def check(self, params: GenerationParams) -> GenerationParams:
         """``params`` resolved for this checkpoint; InputError for what this checkpoint cannot do."""
+        params = dataclasses.replace(params, profile=self.profile if params.profile is None else params.profile)
         params = params.validate(self.kind)
         table = self.pipe.transformer.table_latent_frames
         if table is not None and (params.num_frames - 1) // 4 + 1 > table:
@@ -189,6 +230,36 @@ class DropletEngine:
             raise InputError(f"{self.info.path} has no FLUX.1-Kontext-dev folder and pytorch_lora_weights.safetensors "
                              "for view alignment", field="view_align")
         return params
+
+    def warm_up(self, width: int | None = None, height: int | None = None, num_frames: int | None = None) -> float:
+        """A 2-step generation at the model's default size (or the given one) under this engine's profile, so that
+        compilation and the cache hooks are in place before the first job; returns its seconds. With CFG truncation
+        its second step runs the positive half alone, so both batch shapes get compiled. A compilation that fails
+        here is turned off, with a warning, and the engine runs eagerly."""
+        d = DEFAULTS[self.kind]
+        width, height, num_frames = width or d["width"], height or d["height"], num_frames or d["num_frames"]
+        switches = resolve_step_switches(self.profile, 2, None, None, None)
+        switches["cfg_truncation"] = 0.5 if switches["cfg_truncation"] > 0 else 0.0
+        t0 = time.perf_counter()
+        try:
+            with attention_context(self.attention_backend), step_switches(self.pipe, switches, []):
+                self.pipe(Image.new("RGB", (width, height)), "warm-up", height=height, width=width,
+                          num_frames=num_frames, num_inference_steps=2, fps=d["fps"],
+                          generator=torch.Generator(self.pipe._execution_device).manual_seed(0),
+                          cfg_truncation=switches["cfg_truncation"])
+        except Exception as exc:
+            if not self.compile:
+                raise
+            uncompile(self.pipe.transformer)
+            self.compile = False
+            self.load_warnings.append(f"compile off: the compiled warm-up failed ({type(exc).__name__}: {exc})")
+            logger.warning(self.load_warnings[-1])
+        finally:
+            self.free_memory()
+        seconds = time.perf_counter() - t0
+        logger.info("warm-up (%dx%dx%d, 2 steps, profile %s) took %.1f s", width, height, num_frames, self.profile,
+                    seconds)
+        return seconds
 
     def view_aligner(self):
         """The FLUX Kontext aligner, loaded on first use and kept."""
@@ -289,12 +360,14 @@ def run_generation(
                                     progress=lambda step, total: report("aligning", step, total))
             aligned.save(staging / "aligned.png")
         generator = torch.Generator(device=engine.pipe._execution_device).manual_seed(params.seed)
-        with attention_context(engine.attention_backend):
+        warnings = [*engine.load_warnings, *_profile_warnings(engine, params)]
+        with attention_context(engine.attention_backend), \
+                step_switches(engine.pipe, params.step_switches(), warnings) as speed:
             frames = engine.pipe(
                 aligned or picture, params.prompt, negative_prompt=params.negative_prompt, height=params.height,
                 width=params.width, num_frames=params.num_frames, num_inference_steps=params.steps,
                 guidance_scale=params.guidance_scale, generator=generator, fps=params.fps, stage_callback=report,
-                callback_on_step_end=on_step,
+                callback_on_step_end=on_step, cfg_truncation=params.cfg_truncation,
             )
         if frames is None:
             raise Cancelled("cancelled by the caller")
@@ -319,12 +392,15 @@ def run_generation(
             "video_fps": video_fps,
             "device": str(engine.device), "dtype": str(engine.dtype).removeprefix("torch."),
             "offload": engine.offload,
-            "engine": {"compile": engine.compile, "attention_backend": engine.attention_backend},
+            "engine": {"compile": engine.compile, "attention_backend": engine.attention_backend,
+                       "quantize": engine.quantize},
+            "speed": speed,  # the step switches as run, with counted forwards (cache hits, CFG batches)
             "view_align": None if aligned is None else {
                 "shares_text_encoder": bool(getattr(engine.aligner, "shares_text_encoder", False))},
             "input_size": list(picture.size),
             "libraries": _library_versions(),
             "timings": timings,
+            "warnings": warnings,
             "files": ["input.png", *(["aligned.png"] if aligned is not None else []), "orbit.mp4", *names],
         }
         _move_into(staging, out, manifest)
@@ -334,6 +410,14 @@ def run_generation(
         engine.pipe._interrupt = False
         engine.free_memory()
         engine._busy.release()
+
+
+def _profile_warnings(engine: DropletEngine, params: GenerationParams) -> list[str]:
+    changed = [name for name, on in (("compile", engine.compile), (engine.quantize, engine.quantize)) if on]
+    if params.profile != "faithful" or not changed:
+        return []
+    return [f"profile faithful ran the published schedule on a model loaded for speed ({', '.join(changed)}); "
+            "outputs differ slightly from the published inference (load the model with --profile faithful)"]
 
 
 def _move_into(staging: Path, out: Path, manifest: dict) -> None:

@@ -238,9 +238,8 @@ class StepCounts:
 
 
 def _install_cache(transformer, threshold: float) -> None:
-    """First Block Cache through diffusers' hooks, installed once and kept: re-installing would give every block a
-    new ``forward`` and recompile the compiled ones. The head block runs eagerly from then on: its decision is a
-    host sync (``.item()``) that a ``fullgraph`` compiled block cannot contain."""
+    """First Block Cache through diffusers' hooks. The head block runs eagerly while they are installed: its
+    decision is a host sync (``.item()``) that a ``fullgraph`` compiled block cannot contain."""
     from diffusers import FirstBlockCacheConfig
 
     transformer.enable_cache(FirstBlockCacheConfig(threshold=threshold))
@@ -255,9 +254,10 @@ def _cache_leader(transformer):
 @contextlib.contextmanager
 def step_switches(pipe, switches: dict, warnings: list[str]) -> Iterator[dict]:
     """Run one job's loop under ``switches`` (see :func:`resolve_step_switches`); yields the record of what was
-    used, completed when the context closes. The solver is restored afterwards, failed job or not; the cache stays
-    installed with its threshold set to off (outputs of a job without it are bit-identical: the hooks then only
-    observe)."""
+    used, completed when the context closes. Everything is undone afterwards, failed job or not, except on compiled
+    blocks: there the cache hooks stay installed with the threshold off (re-installing them would give each block
+    a new ``forward`` and recompile it), the transformer must then be called inside ``cache_context`` as the
+    pipeline does, and a job without the cache is still bit-identical (the hooks only observe)."""
     transformer = pipe.transformer
     used = {**switches, "cache_threshold": 0.0}
     scheduler = pipe.scheduler
@@ -285,7 +285,9 @@ def step_switches(pipe, switches: dict, warnings: list[str]) -> Iterator[dict]:
         for handle in handles:
             handle.remove()
         leader = _cache_leader(transformer)
-        if leader is not None:
+        if leader is not None and transformer.transformer_blocks[-1]._compiled_call_impl is None:
+            transformer.disable_cache()
+        elif leader is not None:
             leader.threshold = CACHE_OFF
             transformer._reset_stateful_cache()  # frees the cached residuals
         pipe.scheduler = scheduler

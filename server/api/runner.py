@@ -19,7 +19,7 @@ from .engines import EXPECTED_KIND, EngineRegistry
 
 Progress = Callable[[str, int, int, float], None]
 GENERATION_KEYS = ("prompt", "negative_prompt", "width", "height", "num_frames", "steps", "guidance_scale", "fps",
-                   "view_align")
+                   "view_align", "profile")
 
 
 def generation_params(params: dict[str, Any]):
@@ -80,8 +80,9 @@ def run_job(mode: str, params: dict[str, Any], inputs: dict[str, str], job_dir: 
         engine = engines.get(mode)
         if should_cancel():
             raise Cancelled("cancelled before generation started")
-        run_generation(engine, job_dir / inputs["image"], generation_params(params), job_dir, progress=progress,
-                       should_cancel=should_cancel)
+        result = run_generation(engine, job_dir / inputs["image"], generation_params(params), job_dir,
+                                progress=progress, should_cancel=should_cancel)
+        warnings.extend(result.manifest["warnings"])  # e.g. a speed switch this machine could not run
         if mode == "orbit":
             from ..recon import calibrate, reconstruct, write_nominal_transforms
 

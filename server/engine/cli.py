@@ -38,23 +38,39 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     gen.add_argument("--width", type=int, default=None)
     gen.add_argument("--height", type=int, default=None)
     gen.add_argument("--frames", type=int, default=None, help="rounded down to 4k+1")
-    gen.add_argument("--steps", type=int, default=50)
+    gen.add_argument("--steps", type=int, default=None, help="denoising steps (default: the profile's, 50 or 25)")
     gen.add_argument("--guidance", type=float, default=6.0)
     gen.add_argument("--seed", type=int, default=42, help="-1 draws a random seed (recorded in the manifest)")
     gen.add_argument("--fps", type=int, default=None, help="DropletVideo only: motion strength (default 16)")
     gen.add_argument("--offload", choices=("none", "model", "sequential"), default="none")
     gen.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: best available)")
     add_speed_options(gen)
+    steps = gen.add_argument_group("step switches (each overrides the profile's)")
+    steps.add_argument("--solver", choices=("ddim", "dpm"), default=None,
+                       help="ddim (published) or dpm: multistep DPM-Solver++ on the checkpoint's schedule, for fewer "
+                       "steps")
+    steps.add_argument("--cache-threshold", type=float, default=None, metavar="T",
+                       help="First Block Cache: reuse the other blocks' residual while the first block's output "
+                       "changes by less than T (relative; 0 = off, fast uses 0.05)")
+    steps.add_argument("--cfg-truncation", type=float, default=None, metavar="F",
+                       help="run the last fraction F of the steps without the unconditional pass (0 = off, fast 0.2)")
     gen.add_argument("--reconstruct", action="store_true", help="also reconstruct a textured mesh (Droplet3D)")
     gen.add_argument("--out", required=True, type=Path, help="output folder")
     gen.set_defaults(func=cmd_generate)
 
 
 def add_speed_options(parser: argparse.ArgumentParser) -> None:
-    """``--compile`` and ``--attention-backend``, shared with ``droplet3d serve``; both off by default (faithful)."""
-    parser.add_argument("--compile", action="store_true",
+    """``--profile`` and the load switches, shared with ``droplet3d serve``; the faithful profile has none on."""
+    parser.add_argument("--profile", choices=("faithful", "fast"), default=None,
+                        help="faithful (default): the published inference. fast: --compile, --quantize fp8, "
+                        "DPM-Solver++ at 25 steps, First Block Cache 0.05, CFG truncation 0.2 (every switch also "
+                        "alone; what cannot run here is left off with a warning and the manifest says what ran)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="compile the repeated transformer block (faster steps after a one-time compilation; "
-                        "bf16 outputs differ slightly from the published inference)")
+                        "bf16 outputs differ slightly from the published inference); default: the profile's")
+    parser.add_argument("--quantize", choices=("none", "fp8", "int8"), default=None,
+                        help="the transformer blocks' linears through torchao: fp8 (dynamic per-row, GPUs with FP8: "
+                        "Ada, Hopper, Blackwell) or int8 weight-only (less memory); default: the profile's")
     parser.add_argument("--attention-backend", default=None, metavar="NAME",
                         help="restrict attention to one PyTorch SDPA kernel: flash, cudnn, efficient or math "
                         "(default: PyTorch's choice)")
@@ -95,15 +111,21 @@ class StageBars:
 def cmd_generate(args: argparse.Namespace) -> int:
     from .engine import DropletEngine, GenerationParams, run_generation
     from .images import load_input_image
+    from .speed import resolve_step_switches
 
     params = GenerationParams(
         prompt=args.prompt, negative_prompt=args.negative_prompt, width=args.width, height=args.height,
         num_frames=args.frames, steps=args.steps, guidance_scale=args.guidance,
         seed=None if args.seed == -1 else args.seed, fps=args.fps, view_align=args.view_align,
+        profile=args.profile, solver=args.solver, cache_threshold=args.cache_threshold,
+        cfg_truncation=args.cfg_truncation,
     )
+    resolve_step_switches(params.profile, params.steps, params.solver, params.cache_threshold,
+                          params.cfg_truncation)  # bad switches fail before any loading
     image = load_input_image(args.image)  # fail on a bad image before loading any model
     engine = DropletEngine.load(args.ckpt, device=args.device, offload=args.offload, compile=args.compile,
-                                attention_backend=args.attention_backend)
+                                attention_backend=args.attention_backend, quantize=args.quantize,
+                                profile=args.profile)
     if args.reconstruct and engine.kind != "droplet3d":
         from ..errors import InputError
 

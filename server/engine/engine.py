@@ -171,9 +171,9 @@ class DropletEngine:
         compilation; True means torch.compile's default backend, a string names another, e.g. "eager" to check
         graph capture alone, False turns it off); ``quantize`` ("fp8", "int8" or "none") swaps the blocks' linears
         for torchao's. Each fails soft: what cannot run here is dropped with a warning (``load_warnings``).
-        ``warm_up`` runs a short generation at the model's default size so that compilation is paid at load, not
-        by the first job. ``attention_backend`` restricts PyTorch's SDPA to one kernel (flash, cudnn, efficient,
-        math); None lets PyTorch pick, as the published inference does.
+        ``warm_up`` (with blocks compiled for a GPU) runs a short generation at the model's default size so that
+        compilation is paid at load, not by the first job. ``attention_backend`` restricts PyTorch's SDPA to one
+        kernel (flash, cudnn, efficient, math); None lets PyTorch pick, as the published inference does.
         """
         profile = check_profile(profile)
         defaults = PROFILES[profile].load_switches()
@@ -193,7 +193,7 @@ class DropletEngine:
         logger.info("loaded %s (%s) on %s in %.1f s", ckpt_id, info.kind, dev, time.perf_counter() - t0)
         engine = cls(info, pipe, dev, dtype, offload, used["compile"], attention_backend, used["quantize"], profile,
                      warnings)
-        if warm_up:
+        if warm_up and engine.compile and dev.type != "cpu":  # CPU compilation only checks graph capture
             engine.warm_up()
         return engine
 
@@ -238,6 +238,9 @@ class DropletEngine:
         here is turned off, with a warning, and the engine runs eagerly."""
         d = DEFAULTS[self.kind]
         width, height, num_frames = width or d["width"], height or d["height"], num_frames or d["num_frames"]
+        table = self.pipe.transformer.table_latent_frames
+        if table is not None:
+            num_frames = min(num_frames, (table - 1) * 4 + 1)
         switches = resolve_step_switches(self.profile, 2, None, None, None)
         switches["cfg_truncation"] = 0.5 if switches["cfg_truncation"] > 0 else 0.0
         t0 = time.perf_counter()

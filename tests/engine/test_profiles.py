@@ -192,3 +192,48 @@ def test_profiles_resolve_their_step_counts():
     mixed = GenerationParams(prompt="a cup", profile="fast", steps=12, cache_threshold=0).validate("droplet3d")
     assert (mixed.steps, mixed.solver, mixed.cache_threshold) == (12, "dpm", 0.0)
     assert GenerationParams(prompt="a cup").validate("droplet3d").steps == 50
+
+
+def test_generate_command_takes_a_profile_and_each_switch(ckpt_3d, tmp_path, capsys):
+    import json
+
+    from droplet3d.cli import main
+    from PIL import Image
+
+    image = tmp_path / "in.png"
+    Image.new("RGB", (32, 32), (200, 60, 30)).save(image)
+    common = ["generate", "--ckpt", str(ckpt_3d), "--image", str(image), "--prompt", "a block", "--width", "32",
+              "--height", "32", "--frames", "5", "--device", "cpu"]
+    assert main([*common, "--profile", "fast", "--no-compile", "--steps", "3", "--cfg-truncation", "0.34",
+                 "--out", str(tmp_path / "job")]) == 0
+    manifest = json.loads((tmp_path / "job" / "manifest.json").read_text())
+    assert manifest["engine"] == {"compile": False, "attention_backend": None, "quantize": None}
+    speed = manifest["speed"]
+    assert (speed["profile"], speed["solver"], speed["steps"], speed["cache_threshold"], speed["uncond_passes"]) == (
+        "fast", "dpm", 3, 0.05, 2)
+    assert any(w.startswith("fp8 quantization off") for w in manifest["warnings"])
+    assert main([*common, "--cache-threshold", "2", "--out", str(tmp_path / "bad")]) == 2
+    assert "cache_threshold must be a number in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_serve_profile_reaches_the_engines_and_their_description(ckpt_3d, tmp_path):
+    import argparse
+
+    from droplet3d.api.cli import add_commands, settings_from_args
+    from droplet3d.api.engines import EngineRegistry
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    args = parser.parse_args(["serve", "--ckpt", str(ckpt_3d), "--jobs-dir", str(tmp_path / "jobs"), "--device",
+                              "cpu", "--profile", "fast", "--no-compile"])
+    settings = settings_from_args(args)
+    assert (settings.profile, settings.compile, settings.quantize) == ("fast", False, None)
+    registry = EngineRegistry(settings.orbit_ckpt, settings.video_ckpt, settings.device, settings.offload,
+                              compile=settings.compile, profile=settings.profile, quantize="int8")
+    engine = registry.get("orbit")
+    try:
+        described = engine.describe()
+        assert (described["profile"], described["quantize"], described["compile"]) == ("fast", "int8", False)
+    finally:
+        registry.close()

@@ -38,6 +38,7 @@ from .speed import (
     apply_load_switches,
     check_profile,
     check_quantize,
+    quantize_aligner,
     resolve_step_switches,
     step_switches,
     uncompile,
@@ -273,6 +274,8 @@ class DropletEngine:
                 self.info.path, self.device, self.dtype, droplet_text_encoder=self.pipe.text_encoder,
                 droplet_text_encoder_dir=self.info.path / "text_encoder", offload=self.offload,
             )
+            if self.quantize is not None:  # the 24 GB profile: FLUX Kontext must fit too
+                self.load_warnings += quantize_aligner(self.aligner.pipe, self.quantize, self.device)
         return self.aligner
 
     def free_memory(self) -> None:

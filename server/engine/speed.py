@@ -133,15 +133,19 @@ def compile_problem(device: torch.device, backend: str | None) -> str | None:
     return None
 
 
+BLOCK_PREFIXES = ("transformer_blocks.", "single_transformer_blocks.")  # CogVideoX's and FLUX's repeated blocks
+
+
 def _quantizable(module: torch.nn.Module, fqn: str) -> bool:
-    # The 42 blocks' linears hold ~all the FLOPs; patch embedding, time embeddings and the output projection stay
+    # The blocks' linears hold ~all the FLOPs; patch embedding, time embeddings and the output projection stay
     # bf16 (small, and the most sensitive). torchao's FP8 row-wise kernels need dims that are multiples of 16.
-    return (isinstance(module, torch.nn.Linear) and fqn.startswith("transformer_blocks.")
+    return (isinstance(module, torch.nn.Linear) and fqn.startswith(BLOCK_PREFIXES)
             and module.in_features % 16 == 0 and module.out_features % 16 == 0)
 
 
 def quantize_transformer(transformer: torch.nn.Module, kind: str) -> None:
-    """FP8 dynamic activations × FP8 per-row weights, or int8 weight-only linears, via torchao, in place."""
+    """FP8 dynamic activations × FP8 per-row weights, or int8 weight-only linears, via torchao, in place (the
+    Droplet transformer's blocks, or FLUX Kontext's)."""
     from torchao.quantization import (
         Float8DynamicActivationFloat8WeightConfig,
         Int8WeightOnlyConfig,
@@ -187,6 +191,23 @@ def apply_load_switches(pipe, device: torch.device, compile: bool | str,
     for message in warnings:
         logger.warning(message)
     return used, warnings
+
+
+def quantize_aligner(pipe, kind: str, device: torch.device) -> list[str]:
+    """The view aligner's FLUX transformer like the engine's (12B parameters: 24 GB in bf16, half in FP8): the LoRA is
+    fused into the weights first, then the blocks' linears are quantized. Returns warnings (fail soft)."""
+    problem = fp8_problem(device) if kind == "fp8" else None
+    if problem is None:
+        try:
+            pipe.fuse_lora()
+            pipe.unload_lora_weights()
+            quantize_transformer(pipe.transformer, kind)
+        except Exception as exc:
+            problem = f"torchao could not quantize the FLUX transformer: {exc}"
+    if problem is None:
+        return []
+    logger.warning("view alignment: %s quantization off: %s", kind, problem)
+    return [f"view alignment: {kind} quantization off: {problem}"]
 
 
 def uncompile(transformer: torch.nn.Module) -> None:

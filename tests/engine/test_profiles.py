@@ -237,3 +237,20 @@ def test_serve_profile_reaches_the_engines_and_their_description(ckpt_3d, tmp_pa
         assert (described["profile"], described["quantize"], described["compile"]) == ("fast", "int8", False)
     finally:
         registry.close()
+
+
+def test_int8_reaches_the_view_aligner_with_its_lora_fused(tiny_root, picture, tmp_path):
+    from droplet3d.engine import make_tiny_checkpoint
+
+    ckpt = make_tiny_checkpoint(tiny_root / "align_int8", with_align=True)
+    engine = DropletEngine.load(str(ckpt), device="cpu", quantize="int8")
+    try:
+        result = generate(engine, picture, tmp_path, steps=2, view_align=True)
+        flux = engine.aligner.pipe.transformer
+        kinds = {type(m.weight).__name__ for name, m in flux.named_modules()
+                 if isinstance(m, torch.nn.Linear) and name.startswith(("transformer_blocks.", "single_"))}
+    finally:
+        engine.close()
+    assert kinds and all("Int8" in kind for kind in kinds)
+    assert not any("lora" in name for name, _ in flux.named_parameters())  # fused, then unloaded
+    assert (tmp_path / "aligned.png").is_file() and result.manifest["engine"]["quantize"] == "int8"

@@ -173,6 +173,7 @@ def build_pipeline(args, device, dtype):
 
     tiny = Path(tempfile.mkdtemp()) / "tiny"
     make_tiny_checkpoint(tiny)
+    args.tiny_dir = tiny  # its tokenizers (and tiny FLUX configs) serve the view-alignment benchmark
     cfg = FULL if args.size == "full" else TINY
     lh, lw = args.height // 8, args.width // 8
     build_on = device  # random init is fast on the GPU; offload profiles start from the CPU like a real load
@@ -253,6 +254,78 @@ VARIANTS = {
     "24gb": ({"quantize": "fp8"}, FAST_STEPS, "model"),
 }
 CARD_24GB = 22e9  # the issue's cap for a 24 GB card, leaving room for the driver and other processes
+ALIGN_STEPS = 28  # FluxKontextPipeline's default, which the view aligner uses
+# FLUX.1 Kontext [dev] at published dims (12B transformer), random weights; its T5 is the Droplet one, shared.
+FLUX_FULL = {
+    "transformer": {"patch_size": 1, "in_channels": 64, "num_layers": 19, "num_single_layers": 38,
+                    "attention_head_dim": 128, "num_attention_heads": 24, "joint_attention_dim": 4096,
+                    "pooled_projection_dim": 768, "guidance_embeds": True, "axes_dims_rope": [16, 56, 56]},
+    "vae": {"in_channels": 3, "out_channels": 3, "down_block_types": ["DownEncoderBlock2D"] * 4,
+            "up_block_types": ["UpDecoderBlock2D"] * 4, "block_out_channels": [128, 256, 512, 512],
+            "layers_per_block": 2, "latent_channels": 16, "scaling_factor": 0.3611, "shift_factor": 0.1159,
+            "use_quant_conv": False, "use_post_quant_conv": False},
+    "clip": {"vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
+             "num_hidden_layers": 12, "projection_dim": 768, "max_position_embeddings": 77},
+}
+
+
+def build_aligner(args, base, device, dtype, quantize: str | None, offload: str = "none"):
+    """The view aligner on random FLUX Kontext weights (published dims at full size, the tiny assets' otherwise),
+    its transformer quantized like the variant's; ``offload`` "model" gives it its own T5 copy, as the engine does."""
+    import copy
+
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxKontextPipeline, FluxTransformer2DModel
+    from droplet3d.engine.align import FLUX_DIR, ViewAligner, make_tiny_align_assets
+    from droplet3d.engine.speed import quantize_transformer
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Tokenizer
+
+    flux_dir = args.tiny_dir / FLUX_DIR
+    if not flux_dir.exists():
+        make_tiny_align_assets(args.tiny_dir)
+    tokenizer = CLIPTokenizer.from_pretrained(flux_dir / "tokenizer")
+    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+           "pad_token_id": tokenizer.pad_token_id}
+    if args.size == "full":
+        cfgs = {**FLUX_FULL, "clip": CLIPTextConfig(**FLUX_FULL["clip"], **ids)}
+    else:
+        cfgs = {"transformer": FluxTransformer2DModel.load_config(flux_dir / "transformer"),
+                "vae": AutoencoderKL.load_config(flux_dir / "vae"),
+                "clip": CLIPTextConfig.from_pretrained(flux_dir / "text_encoder")}
+    torch.manual_seed(1)
+    with torch.device(device):
+        transformer = FluxTransformer2DModel.from_config(cfgs["transformer"]).to(dtype)
+        vae = AutoencoderKL.from_config(cfgs["vae"]).to(dtype)
+        clip = CLIPTextModel(cfgs["clip"]).to(dtype)
+    t5 = base.text_encoder if offload == "none" else copy.deepcopy(base.text_encoder)
+    pipe = FluxKontextPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(flux_dir / "scheduler"), vae=vae.eval(),
+        text_encoder=clip.eval(), tokenizer=tokenizer, text_encoder_2=t5,
+        tokenizer_2=T5Tokenizer.from_pretrained(args.tiny_dir / "tokenizer"), transformer=transformer.eval())
+    if offload == "model":
+        pipe.to("cpu")
+        pipe.enable_model_cpu_offload(device=device)
+    pipe.set_progress_bar_config(disable=True)
+    if quantize is not None:
+        quantize_transformer(pipe.transformer, quantize)
+    return ViewAligner(pipe, offload == "none", "benchmark")
+
+
+def time_alignment(args, aligner, image, device) -> dict:
+    """Seconds of one alignment at this run's step scale, and projected to the aligner's 28 steps."""
+    steps = max(2, round(ALIGN_STEPS * args.step_scale))
+    marks: list[float] = []
+
+    def progress(step: int, total: int) -> None:
+        sync(device)
+        marks.append(time.perf_counter())
+
+    sync(device)
+    t0 = time.perf_counter()
+    aligner.align(image, args.width, args.height, steps=steps, progress=progress)
+    sync(device)
+    total = time.perf_counter() - t0
+    per_step = (marks[-1] - marks[0]) / (len(marks) - 1)
+    return {"align_s": round(total, 2), "align_projected_s": round(total + (ALIGN_STEPS - steps) * per_step, 1)}
 
 
 class StageClock:
@@ -377,25 +450,53 @@ def bench_profiles(args, device, dtype) -> list[dict]:
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     names = ["faithful", *sorted((n for n in names if n != "faithful"), key=lambda n: VARIANTS[n][2] != "none")]
-    base = build_pipeline(argparse.Namespace(**{**vars(args), "offload": "none"}), device, dtype)
+    args.offload = "none"  # the base pipeline is resident; the 24gb variant places its own
+    base = build_pipeline(args, device, dtype)
     from droplet3d.engine.device import apply_memory_profile
 
     apply_memory_profile(base, "none", device)
     image = Image.new("RGB", (args.width, args.height), (120, 80, 40))
     rows, reference = [], None
+    aligners: dict = {}  # quantize kind → resident aligner
+    alignments: dict = {}  # quantize kind → its timing, measured once
     for name in names:
         pipe, used, warnings = variant_pipeline(args, base, name, device, dtype)
-        cap = name == "24gb" and device.type == "cuda"
+        offloaded = VARIANTS[name][2] != "none"
+        aligner = None
+        if args.view_align and offloaded:
+            aligner = build_aligner(args, base, device, dtype, used["quantize"], offload=VARIANTS[name][2])
+            aligners.clear()  # nothing else stays on the GPU while the capped variant runs
+            base.transformer.to("cpu")
+        elif args.view_align and used["quantize"] not in aligners:
+            aligners[used["quantize"]] = build_aligner(args, base, device, dtype, used["quantize"])
+        if pipe is not base and not offloaded:
+            base.transformer.to("cpu")  # the variant's own transformer replaces it on the GPU
+        gc.collect()
+        cap = offloaded and device.type == "cuda"
         if cap:
+            torch.cuda.empty_cache()
             total = torch.cuda.get_device_properties(device).total_memory
             torch.cuda.set_per_process_memory_fraction(min(1.0, CARD_24GB / total), device)
         try:
             frames, row = run_variant(args, pipe, name, image, device)
+            if aligner is not None:  # inside the cap; peak_gb covers both
+                row.update(time_alignment(args, aligner, image, device), peak_gb=round(peak_gb(device), 2))
+            elif args.view_align:
+                if used["quantize"] not in alignments:
+                    if device.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats()
+                    timing = time_alignment(args, aligners[used["quantize"]], image, device)
+                    alignments[used["quantize"]] = {**timing, "align_peak_gb": round(peak_gb(device), 2)}
+                row.update(alignments[used["quantize"]])
         except torch.OutOfMemoryError as exc:
             frames, row = None, {"variant": name, "error": f"out of memory: {str(exc)[:200]}"}
         finally:
             if cap:
                 torch.cuda.set_per_process_memory_fraction(1.0, device)
+        if "align_projected_s" in row and "projected_s" in row:
+            row["projected_with_align_s"] = round(row["projected_s"] + row["align_projected_s"], 1)
+        if pipe is not base and not offloaded:
+            base.transformer.to(device)
         row = {**row, "compile": used["compile"], "quantize": used["quantize"],
                "warnings": [*warnings, *row.get("warnings", [])]}
         if frames is not None:
@@ -414,7 +515,8 @@ def bench_profiles(args, device, dtype) -> list[dict]:
 
 def print_table(rows: list[dict]) -> None:
     cols = ["variant", "steps_run", "s_per_step", "text_encode_s", "vae_encode_s", "denoise_s", "decode_s", "total_s",
-            "steps_full", "projected_s", "peak_gb", "psnr_db", "max_abs_diff", "cached_forwards", "uncond_passes"]
+            "steps_full", "projected_s", "align_s", "align_projected_s", "projected_with_align_s", "peak_gb",
+            "psnr_db", "max_abs_diff", "cached_forwards", "uncond_passes"]
     print("| " + " | ".join(cols) + " |", file=sys.stderr)
     print("|" + " --- |" * len(cols), file=sys.stderr)
     for row in rows:
@@ -430,6 +532,9 @@ def main(argv: list[str] | None = None) -> int:
                         "24gb only on CUDA); faithful always runs first, as the reference")
     parser.add_argument("--step-scale", type=float, default=None,
                         help="profiles mode: run this fraction of each variant's steps (default 0.2 full, 1 tiny)")
+    parser.add_argument("--view-align", action=argparse.BooleanOptionalAction, default=True,
+                        help="profiles mode: also time the view alignment (FLUX Kontext, random weights), bf16 and "
+                        "quantized like each variant; the 24gb variant runs it inside its memory cap")
     parser.add_argument("--compile-backend", default=None,
                         help="torch.compile backend of the compiled variants (default inductor; eager checks capture)")
     parser.add_argument("--device", default=None)

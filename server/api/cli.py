@@ -62,6 +62,7 @@ def settings_from_args(args: argparse.Namespace):
                     video_ckpt=args.video_ckpt, device=args.device, offload=args.offload, compile=args.compile,
                     attention_backend=args.attention_backend, preload=args.preload,
                     profile=check_profile(args.profile), quantize=check_quantize(args.quantize),
+                    vae_tiling=args.vae_tiling,
                     token=token, allow_origins=tuple(args.allow_origin), max_queue=args.max_queue,
                     keep_jobs=args.keep_jobs, max_age_hours=args.max_age_hours, max_disk_gb=args.max_disk_gb,
                     max_upload_mb=args.max_upload_mb, max_image_pixels=args.max_image_pixels,

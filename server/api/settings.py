@@ -43,6 +43,7 @@ class Settings:
     profile: str = "faithful"
     compile: bool | None = None
     quantize: str | None = None
+    vae_tiling: bool = False
     attention_backend: str | None = None
     preload: bool = False  # load the orbit model when the server starts instead of on the first job
     token: str | None = None

@@ -146,7 +146,7 @@ class DropletEngine:
     def __init__(self, info: CheckpointInfo, pipe: DropletInpaintPipeline, device: torch.device,
                  dtype: torch.dtype, offload: str, compile: bool | str = False,
                  attention_backend: str | None = None, quantize: str | None = None, profile: str = "faithful",
-                 load_warnings: list[str] | None = None) -> None:
+                 load_warnings: list[str] | None = None, vae_tiling: bool = False) -> None:
         self.info = info
         self.pipe = pipe
         self.device = device
@@ -154,6 +154,7 @@ class DropletEngine:
         self.offload = offload
         self.compile = compile  # load switches as actually applied (a switch that could not run is off)
         self.quantize = quantize
+        self.vae_tiling = vae_tiling
         self.attention_backend = attention_backend
         self.profile = profile  # the default profile of jobs that name none
         self.load_warnings = list(load_warnings or [])
@@ -163,7 +164,7 @@ class DropletEngine:
     @classmethod
     def load(cls, ckpt: str | Path, device: str | None = None, offload: str = "none",
              compile: bool | str | None = None, attention_backend: str | None = None, quantize: str | None = None,
-             profile: str | None = None, warm_up: bool = False) -> DropletEngine:
+             profile: str | None = None, warm_up: bool = False, vae_tiling: bool = False) -> DropletEngine:
         """Load every component once.
 
         ``profile`` (faithful, the default, or fast; server/engine/speed.py) sets the load switches that are left
@@ -172,6 +173,7 @@ class DropletEngine:
         compilation; True means torch.compile's default backend, a string names another, e.g. "eager" to check
         graph capture alone, False turns it off); ``quantize`` ("fp8", "int8" or "none") swaps the blocks' linears
         for torchao's. Each fails soft: what cannot run here is dropped with a warning (``load_warnings``).
+        ``vae_tiling`` decodes in overlapping tiles (less memory, small seams; always on with sequential offload).
         ``warm_up`` (with blocks compiled for a GPU) runs a short generation at the model's default size so that
         compilation is paid at load, not by the first job. ``attention_backend`` restricts PyTorch's SDPA to one
         kernel (flash, cudnn, efficient, math); None lets PyTorch pick, as the published inference does.
@@ -190,10 +192,12 @@ class DropletEngine:
         components = load_components(info, dtype, dev if offload == "none" else "cpu")
         pipe = DropletInpaintPipeline(**components, text_len=info.text_len)
         apply_memory_profile(pipe, offload, dev)
+        if vae_tiling:
+            pipe.vae.enable_tiling()
         used, warnings = apply_load_switches(pipe, dev, compile, quantize)
         logger.info("loaded %s (%s) on %s in %.1f s", ckpt_id, info.kind, dev, time.perf_counter() - t0)
         engine = cls(info, pipe, dev, dtype, offload, used["compile"], attention_backend, used["quantize"], profile,
-                     warnings)
+                     warnings, vae_tiling=vae_tiling or offload == "sequential")
         if warm_up and engine.compile and dev.type != "cpu":  # CPU compilation only checks graph capture
             engine.warm_up()
         return engine
@@ -214,6 +218,7 @@ class DropletEngine:
             "ckpt": self.info.ckpt_id, "path": str(self.info.path), "kind": self.kind, "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."), "offload": self.offload,
             "compile": self.compile, "attention_backend": self.attention_backend, "quantize": self.quantize,
+            "vae_tiling": self.vae_tiling,
             "profile": self.profile, "load_warnings": self.load_warnings,
             "config_hash": self.info.config_hash, "text_len": self.info.text_len,
             "has_view_align": self.has_view_align, "loaded": loaded,
@@ -399,7 +404,7 @@ def run_generation(
             "device": str(engine.device), "dtype": str(engine.dtype).removeprefix("torch."),
             "offload": engine.offload,
             "engine": {"compile": engine.compile, "attention_backend": engine.attention_backend,
-                       "quantize": engine.quantize},
+                       "quantize": engine.quantize, "vae_tiling": engine.vae_tiling},
             "speed": speed,  # the step switches as run, with counted forwards (cache hits, CFG batches)
             "view_align": None if aligned is None else {
                 "shares_text_encoder": bool(getattr(engine.aligner, "shares_text_encoder", False))},

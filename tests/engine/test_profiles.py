@@ -117,7 +117,7 @@ def test_fast_profile_is_recorded_and_fp8_falls_back_off_gpu(ckpt_3d, picture, t
         engine.close()
         torch._dynamo.reset()
     manifest = result.manifest
-    assert manifest["engine"] == {"compile": "eager", "attention_backend": None, "quantize": None}
+    assert manifest["engine"] == {"compile": "eager", "attention_backend": None, "quantize": None, "vae_tiling": False}
     speed = manifest["speed"]
     assert (speed["profile"], speed["solver"], speed["steps"], speed["cache_threshold"], speed["cfg_truncation"]) == (
         "fast", "dpm", 25, 0.05, 0.2)
@@ -205,9 +205,9 @@ def test_generate_command_takes_a_profile_and_each_switch(ckpt_3d, tmp_path, cap
     common = ["generate", "--ckpt", str(ckpt_3d), "--image", str(image), "--prompt", "a block", "--width", "32",
               "--height", "32", "--frames", "5", "--device", "cpu"]
     assert main([*common, "--profile", "fast", "--no-compile", "--steps", "3", "--cfg-truncation", "0.34",
-                 "--out", str(tmp_path / "job")]) == 0
+                 "--vae-tiling", "--out", str(tmp_path / "job")]) == 0
     manifest = json.loads((tmp_path / "job" / "manifest.json").read_text())
-    assert manifest["engine"] == {"compile": False, "attention_backend": None, "quantize": None}
+    assert manifest["engine"] == {"compile": False, "attention_backend": None, "quantize": None, "vae_tiling": True}
     speed = manifest["speed"]
     assert (speed["profile"], speed["solver"], speed["steps"], speed["cache_threshold"], speed["uncond_passes"]) == (
         "fast", "dpm", 3, 0.05, 2)
@@ -226,15 +226,17 @@ def test_serve_profile_reaches_the_engines_and_their_description(ckpt_3d, tmp_pa
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers())
     args = parser.parse_args(["serve", "--ckpt", str(ckpt_3d), "--jobs-dir", str(tmp_path / "jobs"), "--device",
-                              "cpu", "--profile", "fast", "--no-compile"])
+                              "cpu", "--profile", "fast", "--no-compile", "--vae-tiling"])
     settings = settings_from_args(args)
-    assert (settings.profile, settings.compile, settings.quantize) == ("fast", False, None)
+    assert (settings.profile, settings.compile, settings.quantize, settings.vae_tiling) == ("fast", False, None, True)
     registry = EngineRegistry(settings.orbit_ckpt, settings.video_ckpt, settings.device, settings.offload,
-                              compile=settings.compile, profile=settings.profile, quantize="int8")
+                              compile=settings.compile, profile=settings.profile, quantize="int8",
+                              vae_tiling=settings.vae_tiling)
     engine = registry.get("orbit")
     try:
         described = engine.describe()
         assert (described["profile"], described["quantize"], described["compile"]) == ("fast", "int8", False)
+        assert described["vae_tiling"] and engine.pipe.vae.use_tiling
     finally:
         registry.close()
 

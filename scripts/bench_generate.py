@@ -305,9 +305,14 @@ def build_aligner(args, base, device, dtype, quantize: str | None, offload: str 
         pipe.to("cpu")
         pipe.enable_model_cpu_offload(device=device)
     pipe.set_progress_bar_config(disable=True)
+    reason = "benchmark"
     if quantize is not None:
-        quantize_transformer(pipe.transformer, quantize)
-    return ViewAligner(pipe, offload == "none", "benchmark")
+        try:
+            quantize_transformer(pipe.transformer, quantize)
+        except Exception as exc:  # e.g. FP8 of CPU-resident (offloaded) weights: measured unquantized, and said so
+            reason = f"FLUX left unquantized: {type(exc).__name__}: {str(exc)[:200]}"
+            print(f"# view alignment: {reason}", file=sys.stderr)
+    return ViewAligner(pipe, offload == "none", reason)
 
 
 def time_alignment(args, aligner, image, device) -> dict:
@@ -480,7 +485,8 @@ def bench_profiles(args, device, dtype) -> list[dict]:
         try:
             frames, row = run_variant(args, pipe, name, image, device)
             if aligner is not None:  # inside the cap; peak_gb covers both
-                row.update(time_alignment(args, aligner, image, device), peak_gb=round(peak_gb(device), 2))
+                row.update(time_alignment(args, aligner, image, device), peak_gb=round(peak_gb(device), 2),
+                           align_note=aligner.share_reason)
             elif args.view_align:
                 if used["quantize"] not in alignments:
                     if device.type == "cuda":

@@ -256,3 +256,15 @@ def test_int8_reaches_the_view_aligner_with_its_lora_fused(tiny_root, picture, t
     assert kinds and all("Int8" in kind for kind in kinds)
     assert not any("lora" in name for name, _ in flux.named_parameters())  # fused, then unloaded
     assert (tmp_path / "aligned.png").is_file() and result.manifest["engine"]["quantize"] == "int8"
+
+
+def test_cfg_truncation_keeps_dropletvideo_fps_on_the_positive_half(engine_video, picture, tmp_path):
+    fps_batches: list[int] = []
+    handle = engine_video.pipe.transformer.fps_embedding.register_forward_pre_hook(
+        lambda module, args: fps_batches.append(args[0].shape[0]))
+    try:
+        result = generate(engine_video, picture, tmp_path, steps=4, fps=8, cfg_truncation=0.5)
+    finally:
+        handle.remove()
+    assert fps_batches == [2, 2, 1, 1]
+    assert result.manifest["speed"]["uncond_passes"] == 2 and result.manifest["params"]["fps"] == 8

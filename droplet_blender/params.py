@@ -12,7 +12,9 @@ MODES = ("orbit", "video", "reconstruct")
 # The server's reconstruction limits (droplet3d.recon.limits), mirrored: the add-on cannot import the server.
 MIN_FRAMES = 8
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 512
-GENERATION_FIELDS = ("prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "num_frames")
+PROFILES = ("faithful", "fast")
+GENERATION_FIELDS = ("prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "num_frames",
+                     "profile")
 
 
 class ParamError(ValueError):
@@ -27,7 +29,7 @@ class JobParams:
     prompt: str = ""
     negative_prompt: str = ""
     seed: int | None = 42
-    steps: int = 50
+    steps: int | None = 50  # None → the profile's (faithful 50, fast 25)
     guidance_scale: float = 6.0
     width: int | None = None  # None → the model's default size
     height: int | None = None
@@ -37,6 +39,7 @@ class JobParams:
     reconstruct: bool = True
     orbit: dict | None = None  # hints for the reconstruction (elevation, fov, radius, direction, ...); else estimated
     mesh: dict | None = None  # mesh options (resolution, face_budget); None → the server's defaults
+    profile: str | None = None  # "faithful" (the published inference) or "fast"; None → the server's default
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -49,7 +52,9 @@ class JobParams:
                 raise ParamError(f"{name} must be a positive multiple of 16, got {value}", name)
         if self.num_frames is not None and self.num_frames < 1:
             raise ParamError(f"frames must be at least 1, got {self.num_frames}", "num_frames")
-        if self.steps < 1:
+        if self.profile is not None and self.profile not in PROFILES:
+            raise ParamError(f"quality must be one of {', '.join(PROFILES)}, got {self.profile!r}", "profile")
+        if self.steps is not None and self.steps < 1:
             raise ParamError(f"steps must be at least 1, got {self.steps}", "steps")
         if self.guidance_scale < 0:
             raise ParamError(f"guidance must not be negative, got {self.guidance_scale}", "guidance_scale")

@@ -48,7 +48,12 @@ class DropletSettings(bpy.types.PropertyGroup):
         description="Reconstruct mode: a folder of orbit frames (PNG/JPG, in order), a zip of them, or a video")
     random_seed: bpy.props.BoolProperty(name="Random Seed")
     seed: bpy.props.IntProperty(name="Seed", default=42, min=0)
-    steps: bpy.props.IntProperty(name="Steps", default=50, min=1, max=500)
+    quality: bpy.props.EnumProperty(
+        name="Quality", default="faithful",
+        items=[("faithful", "Faithful", "The published inference: DDIM, 50 steps"),
+               ("fast", "Fast", "About twice as fast: 25 DPM-Solver++ steps, step caching, CFG truncation; "
+                "slightly different frames")])
+    steps: bpy.props.IntProperty(name="Steps", default=50, min=1, max=500, description="Faithful quality only")
     guidance: bpy.props.FloatProperty(name="Guidance", default=6.0, min=0.0, max=50.0)
     custom_size: bpy.props.BoolProperty(name="Custom Size", description="Off: the model's default size")
     width: bpy.props.IntProperty(name="Width", default=512, min=16, max=2048, step=16)
@@ -79,7 +84,8 @@ class DropletSettings(bpy.types.PropertyGroup):
     def job_params(self) -> JobParams:
         return JobParams(
             mode=self.mode, prompt=self.prompt_value(), negative_prompt=self.negative_prompt.strip(),
-            seed=None if self.random_seed else self.seed, steps=self.steps, guidance_scale=self.guidance,
+            seed=None if self.random_seed else self.seed, guidance_scale=self.guidance, profile=self.quality,
+            steps=self.steps if self.quality == "faithful" else None,  # fast: the profile's step count
             width=self.width if self.custom_size else None, height=self.height if self.custom_size else None,
             num_frames=self.frames or None, fps=(self.fps or None) if self.mode == "video" else None,
             view_align=self.view_align if self.mode == "orbit" else False,

@@ -122,7 +122,10 @@ class DROPLET_PT_settings(_DropletPanel, bpy.types.Panel):
         sub = row.row(align=True)
         sub.enabled = not props.random_seed
         sub.prop(props, "seed")
-        layout.prop(props, "steps")
+        layout.prop(props, "quality", expand=True)
+        sub = layout.row()
+        sub.enabled = props.quality == "faithful"
+        sub.prop(props, "steps")
         layout.prop(props, "guidance")
         layout.prop(props, "custom_size")
         if props.custom_size:

@@ -45,6 +45,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
+    from ..engine.speed import check_profile, check_quantize
     from ..errors import InputError
     from .settings import Settings, default_jobs_dir, is_loopback
 
@@ -60,6 +61,8 @@ def settings_from_args(args: argparse.Namespace):
     return Settings(jobs_dir=(args.jobs_dir or default_jobs_dir()).expanduser().resolve(), orbit_ckpt=args.ckpt,
                     video_ckpt=args.video_ckpt, device=args.device, offload=args.offload, compile=args.compile,
                     attention_backend=args.attention_backend, preload=args.preload,
+                    profile=check_profile(args.profile), quantize=check_quantize(args.quantize),
+                    vae_tiling=args.vae_tiling,
                     token=token, allow_origins=tuple(args.allow_origin), max_queue=args.max_queue,
                     keep_jobs=args.keep_jobs, max_age_hours=args.max_age_hours, max_disk_gb=args.max_disk_gb,
                     max_upload_mb=args.max_upload_mb, max_image_pixels=args.max_image_pixels,

@@ -47,10 +47,13 @@ class _Slot:
 
 
 class EngineRegistry:
-    def __init__(self, orbit_ckpt: str, video_ckpt: str, device: str | None, offload: str, compile: bool = False,
-                 attention_backend: str | None = None) -> None:
+    def __init__(self, orbit_ckpt: str, video_ckpt: str, device: str | None, offload: str,
+                 compile: bool | None = None, attention_backend: str | None = None, profile: str = "faithful",
+                 quantize: str | None = None, vae_tiling: bool = False) -> None:
         self.device, self.offload = device, offload
-        self.speed = {"compile": compile, "attention_backend": attention_backend}  # DropletEngine.load options
+        # DropletEngine.load options; compiled blocks are warmed up at load (--preload: before the first job).
+        self.speed = {"compile": compile, "attention_backend": attention_backend, "profile": profile,
+                      "quantize": quantize, "vae_tiling": vae_tiling, "warm_up": True}
         self._slots = {"orbit": _Slot(orbit_ckpt), "video": _Slot(video_ckpt)}
         self._lock = threading.Lock()
 

@@ -44,7 +44,8 @@ class ModelProcessDied(DropletError):
 
 def make_registry(settings: Settings) -> EngineRegistry:
     return EngineRegistry(settings.orbit_ckpt, settings.video_ckpt, settings.device, settings.offload,
-                          compile=settings.compile, attention_backend=settings.attention_backend)
+                          compile=settings.compile, attention_backend=settings.attention_backend,
+                          profile=settings.profile, quantize=settings.quantize, vae_tiling=settings.vae_tiling)
 
 
 class ModelProcess:

@@ -19,7 +19,7 @@ from .engines import EXPECTED_KIND, EngineRegistry
 
 Progress = Callable[[str, int, int, float], None]
 GENERATION_KEYS = ("prompt", "negative_prompt", "width", "height", "num_frames", "steps", "guidance_scale", "fps",
-                   "view_align")
+                   "view_align", "profile")
 
 
 def generation_params(params: dict[str, Any]):
@@ -83,6 +83,8 @@ def run_job(mode: str, params: dict[str, Any], inputs: dict[str, str], job_dir: 
         generation = engine.generate(job_dir / inputs["image"], generation_params(params), progress=progress,
                                      should_cancel=should_cancel)
         write_orbit_folder(generation, job_dir, progress=progress)
+        # e.g. a speed switch this machine could not run
+        warnings.extend({"code": "speed_switch", "message": message} for message in generation.warnings)
         if mode == "orbit":
             from ..recon import orbit_cameras
 

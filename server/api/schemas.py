@@ -20,7 +20,8 @@ _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 Size = Annotated[int, Field(ge=16, le=2048, multiple_of=16, description="pixels; a multiple of 16")]
 # Fields only generation uses, and only orbit mode uses.
-GENERATION_FIELDS = ("prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "num_frames")
+GENERATION_FIELDS = ("prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "num_frames",
+                     "profile")
 ORBIT_ONLY_FIELDS = ("view_align", "reconstruct")
 
 
@@ -55,7 +56,10 @@ class JobParams(BaseModel):
     prompt: str | None = Field(None, min_length=1, description="required for orbit and video")
     negative_prompt: str | None = None
     seed: int | None = Field(42, ge=0, le=2**63 - 1, description="null → a random seed, recorded in the manifest")
-    steps: int | None = Field(None, ge=1, le=500)
+    steps: int | None = Field(None, ge=1, le=500, description="null → the profile's (faithful 50, fast 25)")
+    profile: Literal["faithful", "fast"] | None = Field(
+        None, description="faithful: the published inference; fast: fewer solver steps, step caching and CFG "
+        "truncation (plus compile and FP8 where the server loaded its model with them); null → the server's default")
     guidance_scale: float | None = Field(None, ge=0, le=50)
     width: Size | None = None
     height: Size | None = None

@@ -40,7 +40,12 @@ class Settings:
     video_ckpt: str = DEFAULT_VIDEO_CKPT
     device: str | None = None
     offload: str = "none"
-    compile: bool = False  # engine speed options (DropletEngine.load); off by default: faithful outputs
+    # Engine speed options (DropletEngine.load). profile: the load switches' defaults and jobs' default profile;
+    # compile/quantize None take the profile's. The default profile, faithful, has none on.
+    profile: str = "faithful"
+    compile: bool | None = None
+    quantize: str | None = None
+    vae_tiling: bool = False
     attention_backend: str | None = None
     preload: bool = False  # load the orbit model when the server starts instead of on the first job
     # The checkpoint doctor's verdict per role ("orbit", "video"), filled by `droplet3d serve` at start-up.

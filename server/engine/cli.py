@@ -51,23 +51,42 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     gen.add_argument("--num-frames", type=int, default=None, help="frame count, rounded down to 4k+1")
     gen.add_argument("--frames", type=int, dest="frames_count", default=None,
                      help=argparse.SUPPRESS)  # deprecated alias: --frames names a folder of frames everywhere else
-    gen.add_argument("--steps", type=int, default=50)
+    gen.add_argument("--steps", type=int, default=None, help="denoising steps (default: the profile's, 50 or 25)")
     gen.add_argument("--guidance", type=float, default=6.0)
     gen.add_argument("--seed", type=int, default=42, help="-1 draws a random seed (recorded in the manifest)")
     gen.add_argument("--fps", type=int, default=None, help="DropletVideo only: motion strength (default 16)")
     gen.add_argument("--offload", choices=("none", "model", "sequential"), default="none")
     gen.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: best available)")
     add_speed_options(gen)
+    steps = gen.add_argument_group("step switches (each overrides the profile's)")
+    steps.add_argument("--solver", choices=("ddim", "dpm"), default=None,
+                       help="ddim (published) or dpm: multistep DPM-Solver++ on the checkpoint's schedule, for fewer "
+                       "steps")
+    steps.add_argument("--cache-threshold", type=float, default=None, metavar="T",
+                       help="First Block Cache: reuse the other blocks' residual while the first block's output "
+                       "changes by less than T (relative; 0 = off, fast uses 0.05)")
+    steps.add_argument("--cfg-truncation", type=float, default=None, metavar="F",
+                       help="run the last fraction F of the steps without the unconditional pass (0 = off, fast 0.2)")
     gen.add_argument("--reconstruct", action="store_true", help="also reconstruct a textured mesh (Droplet3D)")
     gen.add_argument("--out", required=True, type=Path, help="output folder")
     gen.set_defaults(func=cmd_generate)
 
 
 def add_speed_options(parser: argparse.ArgumentParser) -> None:
-    """``--compile`` and ``--attention-backend``, shared with ``droplet3d serve``; both off by default (faithful)."""
-    parser.add_argument("--compile", action="store_true",
+    """``--profile`` and the load switches, shared with ``droplet3d serve``; the faithful profile has none on."""
+    parser.add_argument("--profile", choices=("faithful", "fast"), default=None,
+                        help="faithful (default): the published inference. fast: --compile, --quantize fp8, "
+                        "DPM-Solver++ at 25 steps, First Block Cache 0.05, CFG truncation 0.2 (every switch also "
+                        "alone; what cannot run here is left off with a warning and the manifest says what ran)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="compile the repeated transformer block (faster steps after a one-time compilation; "
-                        "bf16 outputs differ slightly from the published inference)")
+                        "bf16 outputs differ slightly from the published inference); default: the profile's")
+    parser.add_argument("--quantize", choices=("none", "fp8", "int8"), default=None,
+                        help="the transformer blocks' linears through torchao: fp8 (dynamic per-row, GPUs with FP8: "
+                        "Ada, Hopper, Blackwell) or int8 weight-only (less memory); default: the profile's")
+    parser.add_argument("--vae-tiling", action="store_true",
+                        help="decode in overlapping tiles: less GPU memory, small seams (the 24 GB profile is "
+                        "--offload model --quantize fp8 --vae-tiling; int8 where the GPU has no FP8)")
     parser.add_argument("--attention-backend", default=None, metavar="NAME",
                         help="restrict attention to one PyTorch SDPA kernel: flash, cudnn, efficient or math "
                         "(default: PyTorch's choice)")
@@ -119,6 +138,7 @@ class StageBars:
 def cmd_generate(args: argparse.Namespace) -> int:
     from .engine import DropletEngine, GenerationParams, write_orbit_folder
     from .images import load_input_image
+    from .speed import resolve_step_switches
 
     if args.frames_count is not None:
         print("droplet3d generate: warning: --frames N is deprecated, use --num-frames N (--frames is a folder of "
@@ -128,10 +148,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
         num_frames=args.num_frames if args.num_frames is not None else args.frames_count, steps=args.steps,
         guidance_scale=args.guidance,
         seed=None if args.seed == -1 else args.seed, fps=args.fps, view_align=args.view_align,
+        profile=args.profile, solver=args.solver, cache_threshold=args.cache_threshold,
+        cfg_truncation=args.cfg_truncation,
     )
+    resolve_step_switches(params.profile, params.steps, params.solver, params.cache_threshold,
+                          params.cfg_truncation)  # bad switches fail before any loading
     image = load_input_image(args.image)  # fail on a bad image before loading any model
     engine = DropletEngine.load(args.ckpt, device=args.device, offload=args.offload, compile=args.compile,
-                                attention_backend=args.attention_backend)
+                                attention_backend=args.attention_backend, quantize=args.quantize,
+                                profile=args.profile, vae_tiling=args.vae_tiling)
     if args.reconstruct and engine.kind != "droplet3d":
         from ..errors import InputError
 

@@ -33,6 +33,16 @@ from .device import (
 )
 from .images import ImageSource, load_input_image
 from .pipeline import DropletInpaintPipeline, round_frames
+from .speed import (
+    PROFILES,
+    apply_load_switches,
+    check_profile,
+    check_quantize,
+    quantize_aligner,
+    resolve_step_switches,
+    step_switches,
+    uncompile,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +70,16 @@ class GenerationParams:
     width: int | None = None
     height: int | None = None
     num_frames: int | None = None
-    steps: int = 50
+    steps: int | None = None  # None: the profile's (50, or 25 with ``fast``)
     guidance_scale: float = 6.0
     seed: int | None = 42
     fps: int | None = None
     view_align: bool = False
+    # Speed (server/engine/speed.py): a profile, and step switches that override it (None: the profile's).
+    profile: str | None = None
+    solver: str | None = None
+    cache_threshold: float | None = None
+    cfg_truncation: float | None = None
 
     def validate(self, kind: str) -> GenerationParams:
         """Raise :class:`InputError` naming the field, before any model work; return the resolved params
@@ -85,7 +100,9 @@ class GenerationParams:
         frames = resolved["num_frames"]
         if not _is_int(frames) or not 1 <= frames <= MAX_FRAMES:
             raise InputError(f"num_frames must be an integer in [1, {MAX_FRAMES}], got {frames!r}", field="num_frames")
-        if not _is_int(self.steps) or not 1 <= self.steps <= MAX_STEPS:
+        switches = resolve_step_switches(self.profile, self.steps, self.solver, self.cache_threshold,
+                                         self.cfg_truncation)
+        if not _is_int(switches["steps"]) or not 1 <= switches["steps"] <= MAX_STEPS:
             raise InputError(f"steps must be an integer in [1, {MAX_STEPS}], got {self.steps!r}", field="steps")
         g = self.guidance_scale
         if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or g < 0:
@@ -107,7 +124,13 @@ class GenerationParams:
         return dataclasses.replace(
             self, width=resolved["width"], height=resolved["height"], num_frames=round_frames(frames),
             guidance_scale=float(g), fps=fps, seed=secrets.randbelow(2**31) if self.seed is None else self.seed,
+            **switches,
         )
+
+    def step_switches(self) -> dict:
+        """The resolved speed switches of one job (after ``validate``)."""
+        return {name: getattr(self, name) for name in ("profile", "steps", "solver", "cache_threshold",
+                                                        "cfg_truncation")}
 
 
 @dataclass
@@ -122,6 +145,8 @@ class Generation:
     engine: dict  # what the manifest records of the engine: kind, checkpoint, device, dtype, offload, speed
     timings: dict[str, float]  # seconds per stage
     view_align: dict | None  # shares_text_encoder and its reason, when aligned
+    speed: dict  # the step switches as run (speed.step_switches)
+    warnings: list[str]  # speed switches that could not run here, or a faithful job on a model loaded for speed
 
 
 @dataclass
@@ -139,26 +164,43 @@ class DropletEngine:
 
     def __init__(self, info: CheckpointInfo, pipe: DropletInpaintPipeline, device: torch.device,
                  dtype: torch.dtype, offload: str, compile: bool | str = False,
-                 attention_backend: str | None = None) -> None:
+                 attention_backend: str | None = None, quantize: str | None = None, profile: str = "faithful",
+                 load_warnings: list[str] | None = None, vae_tiling: bool = False) -> None:
         self.info = info
         self.pipe = pipe
         self.device = device
         self.dtype = dtype
         self.offload = offload
-        self.compile = compile
+        self.compile = compile  # load switches as actually applied (a switch that could not run is off)
+        self.quantize = quantize
+        self.vae_tiling = vae_tiling
         self.attention_backend = attention_backend
+        self.profile = profile  # the default profile of jobs that name none
+        self.load_warnings = list(load_warnings or [])
         self.aligner = None
         self._busy = threading.Lock()
 
     @classmethod
-    def load(cls, ckpt: str | Path, device: str | None = None, offload: str = "none", compile: bool | str = False,
-             attention_backend: str | None = None) -> DropletEngine:
-        """Load every component once. The speed options change bf16 outputs slightly, so both are off by default:
-        ``compile`` compiles the repeated transformer block in place (diffusers' regional compilation; True means
-        torch.compile's default backend, a string names another, e.g. "eager" to check graph capture alone; the
-        first generation pays the compilation). ``attention_backend`` restricts PyTorch's SDPA to one kernel
-        (flash, cudnn, efficient, math); None lets PyTorch pick, as the published inference does.
+    def load(cls, ckpt: str | Path, device: str | None = None, offload: str = "none",
+             compile: bool | str | None = None, attention_backend: str | None = None, quantize: str | None = None,
+             profile: str | None = None, warm_up: bool = False, vae_tiling: bool = False) -> DropletEngine:
+        """Load every component once.
+
+        ``profile`` (faithful, the default, or fast; server/engine/speed.py) sets the load switches that are left
+        None and the step switches of jobs that name no profile. The load switches change bf16 outputs, so the
+        faithful profile has none: ``compile`` compiles the repeated transformer block in place (diffusers' regional
+        compilation; True means torch.compile's default backend, a string names another, e.g. "eager" to check
+        graph capture alone, False turns it off); ``quantize`` ("fp8", "int8" or "none") swaps the blocks' linears
+        for torchao's. Each fails soft: what cannot run here is dropped with a warning (``load_warnings``).
+        ``vae_tiling`` decodes in overlapping tiles (less memory, small seams; always on with sequential offload).
+        ``warm_up`` (with blocks compiled for a GPU) runs a short generation at the model's default size so that
+        compilation is paid at load, not by the first job. ``attention_backend`` restricts PyTorch's SDPA to one
+        kernel (flash, cudnn, efficient, math); None lets PyTorch pick, as the published inference does.
         """
+        profile = check_profile(profile)
+        defaults = PROFILES[profile].load_switches()
+        compile = defaults["compile"] if compile is None else compile
+        quantize = check_quantize(defaults["quantize"] if quantize is None else quantize)
         dev = pick_device(device)
         check_offload(offload, dev)
         attention_backend = check_attention_backend(attention_backend, dev)
@@ -169,11 +211,15 @@ class DropletEngine:
         components = load_components(info, dtype, dev if offload == "none" else "cpu")
         pipe = DropletInpaintPipeline(**components, text_len=info.text_len)
         apply_memory_profile(pipe, offload, dev)
-        if compile:
-            options = {} if compile is True else {"backend": compile}
-            pipe.transformer.compile_repeated_blocks(fullgraph=True, **options)
+        if vae_tiling:
+            pipe.vae.enable_tiling()
+        used, warnings = apply_load_switches(pipe, dev, compile, quantize)
         logger.info("loaded %s (%s) on %s in %.1f s", ckpt_id, info.kind, dev, time.perf_counter() - t0)
-        return cls(info, pipe, dev, dtype, offload, compile, attention_backend)
+        engine = cls(info, pipe, dev, dtype, offload, used["compile"], attention_backend, used["quantize"], profile,
+                     warnings, vae_tiling=vae_tiling or offload == "sequential")
+        if warm_up and engine.compile and dev.type != "cpu":  # CPU compilation only checks graph capture
+            engine.warm_up()
+        return engine
 
     @property
     def kind(self) -> str:
@@ -190,13 +236,16 @@ class DropletEngine:
         return {
             "ckpt": self.info.ckpt_id, "path": str(self.info.path), "kind": self.kind, "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."), "offload": self.offload,
-            "compile": self.compile, "attention_backend": self.attention_backend,
+            "compile": self.compile, "attention_backend": self.attention_backend, "quantize": self.quantize,
+            "vae_tiling": self.vae_tiling,
+            "profile": self.profile, "load_warnings": self.load_warnings,
             "config_hash": self.info.config_hash, "text_len": self.info.text_len,
             "has_view_align": self.has_view_align, "loaded": loaded,
         }
 
     def check(self, params: GenerationParams) -> GenerationParams:
         """``params`` resolved for this checkpoint; InputError for what this checkpoint cannot do."""
+        params = dataclasses.replace(params, profile=self.profile if params.profile is None else params.profile)
         params = params.validate(self.kind)
         table = self.pipe.transformer.table_latent_frames
         if table is not None and (params.num_frames - 1) // 4 + 1 > table:
@@ -254,19 +303,21 @@ class DropletEngine:
                 aligned = self.view_aligner().align(picture, params.width, params.height,
                                                     progress=lambda step, total: report("aligning", step, total))
             generator = torch.Generator(device=self.pipe._execution_device).manual_seed(params.seed)
-            with attention_context(self.attention_backend):
+            warnings = [*self.load_warnings, *_profile_warnings(self, params)]
+            with attention_context(self.attention_backend), \
+                    step_switches(self.pipe, params.step_switches(), warnings) as speed:
                 frames = self.pipe(
                     aligned or picture, params.prompt, negative_prompt=params.negative_prompt, height=params.height,
                     width=params.width, num_frames=params.num_frames, num_inference_steps=params.steps,
                     guidance_scale=params.guidance_scale, generator=generator, fps=params.fps,
-                    stage_callback=report, callback_on_step_end=on_step,
+                    stage_callback=report, callback_on_step_end=on_step, cfg_truncation=params.cfg_truncation,
                 )
             if frames is None:
                 raise Cancelled("cancelled by the caller")
             return Generation(
                 frames=(frames * 255).astype(np.uint8),  # truncating, as the reference's writer does
                 input_image=picture, aligned_image=aligned, params=params, requested=requested,
-                engine=self._manifest_fields(), timings=timings,
+                engine=self._manifest_fields(), timings=timings, speed=speed, warnings=warnings,
                 view_align=None if aligned is None else {"shares_text_encoder": self.aligner.shares_text_encoder,
                                                          "share_reason": self.aligner.share_reason},
             )
@@ -277,9 +328,43 @@ class DropletEngine:
     def _manifest_fields(self) -> dict:
         return {"kind": self.kind, "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
                 "offload": self.offload,
-                "speed": {"compile": self.compile, "attention_backend": self.attention_backend},
+                "speed": {"compile": self.compile, "attention_backend": self.attention_backend,
+                          "quantize": self.quantize, "vae_tiling": self.vae_tiling},
                 "checkpoint": {"id": self.info.ckpt_id, "config_hash": self.info.config_hash,
                                "text_len": self.info.text_len}}
+
+    def warm_up(self, width: int | None = None, height: int | None = None, num_frames: int | None = None) -> float:
+        """A 2-step generation at the model's default size (or the given one) under this engine's profile, so that
+        compilation and the cache hooks are in place before the first job; returns its seconds. With CFG truncation
+        its second step runs the positive half alone, so both batch shapes get compiled. A compilation that fails
+        here is turned off, with a warning, and the engine runs eagerly."""
+        d = DEFAULTS[self.kind]
+        width, height, num_frames = width or d["width"], height or d["height"], num_frames or d["num_frames"]
+        table = self.pipe.transformer.table_latent_frames
+        if table is not None:
+            num_frames = min(num_frames, (table - 1) * 4 + 1)
+        switches = resolve_step_switches(self.profile, 2, None, None, None)
+        switches["cfg_truncation"] = 0.5 if switches["cfg_truncation"] > 0 else 0.0
+        t0 = time.perf_counter()
+        try:
+            with attention_context(self.attention_backend), step_switches(self.pipe, switches, []):
+                self.pipe(Image.new("RGB", (width, height)), "warm-up", height=height, width=width,
+                          num_frames=num_frames, num_inference_steps=2, fps=d["fps"],
+                          generator=torch.Generator(self.pipe._execution_device).manual_seed(0),
+                          cfg_truncation=switches["cfg_truncation"])
+        except Exception as exc:
+            if not self.compile:
+                raise
+            uncompile(self.pipe.transformer)
+            self.compile = False
+            self.load_warnings.append(f"compile off: the compiled warm-up failed ({type(exc).__name__}: {exc})")
+            logger.warning(self.load_warnings[-1])
+        finally:
+            self.free_memory()
+        seconds = time.perf_counter() - t0
+        logger.info("warm-up (%dx%dx%d, 2 steps, profile %s) took %.1f s", width, height, num_frames, self.profile,
+                    seconds)
+        return seconds
 
     def view_aligner(self):
         """The FLUX Kontext aligner, loaded on first use and kept."""
@@ -290,6 +375,8 @@ class DropletEngine:
                 self.info.path, self.device, self.dtype, droplet_text_encoder=self.pipe.text_encoder,
                 droplet_text_encoder_dir=self.info.path / "text_encoder", offload=self.offload,
             )
+            if self.quantize is not None:  # the 24 GB profile: FLUX Kontext must fit too
+                self.load_warnings += quantize_aligner(self.aligner.pipe, self.quantize, self.device)
         return self.aligner
 
     def free_memory(self) -> None:
@@ -367,10 +454,12 @@ def write_orbit_folder(generation: Generation, out_dir: str | Path, progress: Pr
             "video_fps": video_fps,
             "device": engine["device"], "dtype": engine["dtype"], "offload": engine["offload"],
             "engine": engine["speed"],
+            "speed": generation.speed,  # the step switches as run, with counted forwards (cache hits, CFG batches)
             "view_align": generation.view_align,
             "input_size": list(generation.input_image.size),
             "libraries": _library_versions(),
             "timings": {**generation.timings, "writing": round(time.perf_counter() - started, 4)},
+            "warnings": generation.warnings,
             "files": ["input.png", *(["aligned.png"] if generation.aligned_image is not None else []), "orbit.mp4",
                       *names],
         }
@@ -379,6 +468,14 @@ def write_orbit_folder(generation: Generation, out_dir: str | Path, progress: Pr
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _profile_warnings(engine: DropletEngine, params: GenerationParams) -> list[str]:
+    changed = [name for name, on in (("compile", engine.compile), (engine.quantize, engine.quantize)) if on]
+    if params.profile != "faithful" or not changed:
+        return []
+    return [f"profile faithful ran the published schedule on a model loaded for speed ({', '.join(changed)}); "
+            "outputs differ slightly from the published inference (load the model with --profile faithful)"]
 
 
 def _move_into(staging: Path, out: Path, manifest: dict) -> None:

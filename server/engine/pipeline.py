@@ -7,6 +7,7 @@ and negative prompt, the mask and masked-video conditioning, the optional refere
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -129,8 +130,13 @@ class DropletInpaintPipeline(DiffusionPipeline):
         fps: int | None = None,
         stage_callback: StageCallback | None = None,
         callback_on_step_end: StepCallback | None = None,
+        cfg_truncation: float = 0.0,
     ) -> np.ndarray | None:
-        """Returns ``(F, H, W, 3) float32`` frames in [0, 1], or None when interrupted."""
+        """Returns ``(F, H, W, 3) float32`` frames in [0, 1], or None when interrupted.
+
+        ``cfg_truncation`` (a speed switch, 0 in the published inference): the last ``floor(steps × fraction)``
+        steps skip the unconditional pass and use the conditional prediction alone.
+        """
         # 1. Check inputs
         if height % 16 or width % 16:
             raise ValueError(f"height and width must be multiples of 16, got {height}x{width}")
@@ -174,24 +180,32 @@ class DropletInpaintPipeline(DiffusionPipeline):
         if cfg.use_rotary_positional_embeddings:
             rope = rotary_embedding(latent_frames, height, width, cfg.patch_size, cfg.attention_head_dim, device,
                                     self.vae_scale_spatial)
-        batch = cond.shape[0]
         fps_input = None if fps is None or self.transformer.fps_embedding is None else torch.full(
-            (batch,), float(fps), device=device)
+            (cond.shape[0],), float(fps), device=device)
 
-        # 8. Denoising loop: DDIM, eta 0
+        # 8. Denoising loop: DDIM with eta 0 as published (another solver takes its own arguments). With CFG
+        # truncation the last steps run the positive half of the batch alone, under its own cache context.
         total = len(timesteps)
+        guided_steps = total - int(np.floor(total * cfg_truncation)) if do_cfg else 0
+        step_kwargs = {key: value for key, value in (("eta", 0.0), ("generator", generator))
+                       if key in inspect.signature(self.scheduler.step).parameters}
         report("denoising", 0, total)
         for i, t in enumerate(timesteps):
-            model_input = torch.cat([latents] * 2) if do_cfg else latents
+            guided = i < guided_steps
+            last = slice(None) if guided else slice(-1, None)  # [negative, positive] or [positive]
+            model_input = torch.cat([latents] * 2) if guided else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
-            noise_pred = self.transformer(
-                hidden_states=torch.cat([model_input, cond], dim=2), encoder_hidden_states=prompt_embeds,
-                timestep=t.expand(batch), fps=fps_input, image_rotary_emb=rope, return_dict=False,
-            )[0].float()
-            if do_cfg:
+            with self.transformer.cache_context("cond_uncond" if guided else "cond"):
+                noise_pred = self.transformer(
+                    hidden_states=torch.cat([model_input, cond[last]], dim=2),
+                    encoder_hidden_states=prompt_embeds[last],
+                    timestep=t.expand(model_input.shape[0]), fps=None if fps_input is None else fps_input[last],
+                    image_rotary_emb=rope, return_dict=False,
+                )[0].float()
+            if guided:
                 uncond, text = noise_pred.chunk(2)
                 noise_pred = uncond + guidance_scale * (text - uncond)
-            latents = self.scheduler.step(noise_pred, t, latents, eta=0.0, generator=generator, return_dict=False)[0]
+            latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
             latents = latents.to(dtype)
             report("denoising", i + 1, total)
             if callback_on_step_end is not None:

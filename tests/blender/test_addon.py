@@ -175,9 +175,11 @@ def test_panel_settings_become_the_job_params(scene):
     assert body["prompt"].startswith("A teapot, glazed. The camera orbits") and "clockwise" in body["prompt"]
     assert "seed" not in body and "width" not in body and "num_frames" not in body
     assert body["orbit"] == {"elevation": 15.0, "fov": 40.0} and body["mesh"] == {"resolution": 64}
-    props.mode = "video"
+    assert (body["profile"], body["steps"]) == ("faithful", 50)
+    props.mode, props.quality = "video", "fast"
     body = props.job_params().to_json()
     assert "orbit" not in body and "mesh" not in body and "The camera orbits" not in body["prompt"]
+    assert body["profile"] == "fast" and "steps" not in body  # the fast profile's own step count
 
 
 def test_preview_shows_the_input_that_would_be_sent(scene, tmp_path):

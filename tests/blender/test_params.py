@@ -16,6 +16,9 @@ CASES = [
     JobParams(prompt="a teapot", orbit={"elevation": 20.0, "fov": 45.0}, mesh={"resolution": 64, "face_budget": 5000}),
     JobParams(mode="video", prompt="a boat", fps=8, negative_prompt="blurry", reconstruct=True, orbit={"fov": 40.0}),
     JobParams(mode="reconstruct", prompt="ignored", orbit={"elevation": 10.0}, mesh={"resolution": 32}),
+    JobParams(prompt="a teapot", profile="fast", steps=None),
+    JobParams(mode="video", prompt="a boat", profile="faithful"),
+    JobParams(mode="reconstruct", profile="fast"),
 ]
 
 
@@ -27,6 +30,7 @@ def test_params_for_every_mode_pass_the_servers_strict_schema():
                          timeout=60, cwd=REPO)
     assert out.stdout.strip() == "ok", out.stderr[-2000:]
     assert "prompt" not in bodies[4] and "reconstruct" not in bodies[3] and "mesh" not in bodies[1]
+    assert bodies[5]["profile"] == "fast" and "steps" not in bodies[5] and "profile" not in bodies[7]
 
 
 def test_the_addons_limits_are_the_servers():
@@ -50,6 +54,7 @@ def test_the_addons_limits_are_the_servers():
         (JobParams(prompt="x", fps=8), "fps"),
         (JobParams(mode="sculpt", prompt="x"), "mode"),
         (JobParams(prompt="x", mesh={"resolution": 1024}), "mesh.resolution"),
+        (JobParams(prompt="x", profile="turbo"), "profile"),
     ],
 )
 def test_bad_params_name_their_field_before_anything_is_sent(params, field):

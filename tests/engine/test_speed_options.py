@@ -39,8 +39,9 @@ def test_math_attention_backend_runs_the_math_kernel_and_matches_default(engine_
     assert "aten::_scaled_dot_product_attention_math" not in default_ops  # PyTorch's own pick is another kernel
     a, b = read_frames(default.frames).astype(int), read_frames(restricted.frames).astype(int)
     assert np.abs(a - b).max() <= 2  # the same function, different fp32 summation order
-    assert restricted.manifest["engine"] == {"compile": False, "attention_backend": "math"}
-    assert default.manifest["engine"] == {"compile": False, "attention_backend": None}
+    off = {"compile": False, "quantize": None, "vae_tiling": False}
+    assert restricted.manifest["engine"] == {**off, "attention_backend": "math"}
+    assert default.manifest["engine"] == {**off, "attention_backend": None}
     assert torch.backends.cuda.flash_sdp_enabled()  # the restriction ends with the job
 
 
@@ -79,7 +80,7 @@ def test_generate_command_passes_speed_options(ckpt_3d, tmp_path, capsys):
               "--height", "32", "--num-frames", "5", "--steps", "1", "--device", "cpu"]
     assert main([*common, "--attention-backend", "math", "--out", str(tmp_path / "job")]) == 0
     manifest = json.loads((tmp_path / "job" / "manifest.json").read_text())
-    assert manifest["engine"] == {"compile": False, "attention_backend": "math"}
+    assert manifest["engine"] == {"compile": False, "attention_backend": "math", "quantize": None, "vae_tiling": False}
     assert main([*common, "--attention-backend", "fast", "--out", str(tmp_path / "bad")]) == 2
     assert "attention_backend must be one of" in capsys.readouterr().err
 

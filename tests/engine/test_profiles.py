@@ -203,7 +203,7 @@ def test_generate_command_takes_a_profile_and_each_switch(ckpt_3d, tmp_path, cap
     image = tmp_path / "in.png"
     Image.new("RGB", (32, 32), (200, 60, 30)).save(image)
     common = ["generate", "--ckpt", str(ckpt_3d), "--image", str(image), "--prompt", "a block", "--width", "32",
-              "--height", "32", "--frames", "5", "--device", "cpu"]
+              "--height", "32", "--num-frames", "5", "--device", "cpu"]
     assert main([*common, "--profile", "fast", "--no-compile", "--steps", "3", "--cfg-truncation", "0.34",
                  "--vae-tiling", "--out", str(tmp_path / "job")]) == 0
     manifest = json.loads((tmp_path / "job" / "manifest.json").read_text())

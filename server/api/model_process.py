@@ -50,8 +50,8 @@ def make_registry(settings: Settings) -> EngineRegistry:
 class ModelProcess:
     """The parent's handle: used by the worker thread (``start``, ``run``, ``close``) and by health (``health``)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, name: str = "local") -> None:
+        self.settings, self.name = settings, name
         self._ctx = multiprocessing.get_context("spawn")
         self._cancel = self._ctx.Event()
         self._proc: multiprocessing.process.BaseProcess | None = None
@@ -63,11 +63,11 @@ class ModelProcess:
         """Start the child and wait until it has warmed up. Worker thread only."""
         parent_end, child_end = self._ctx.Pipe()
         self._proc = self._ctx.Process(target=child_main, args=(child_end, self._cancel, self.settings),
-                                       name="droplet3d-models", daemon=True)
+                                       name=f"droplet3d-models-{self.name}", daemon=True)
         self._proc.start()
         child_end.close()  # so that the child's death reads as EOF here
         self._conn, self._starts = parent_end, self._starts + 1
-        log.info("model process started (pid %s)", self._proc.pid)
+        log.info("model process %s started (pid %s)", self.name, self._proc.pid)
         self._relay(None, lambda: False, "while starting")
 
     def run(self, mode: str, params: dict[str, Any], inputs: dict[str, str], job_dir: Path,
@@ -113,18 +113,18 @@ class ModelProcess:
         proc.join(5)
         code = proc.exitcode
         reason = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        log.error("the model process (pid %s) exited unexpectedly (%s) %s", proc.pid, reason, during)
+        log.error("model process %s (pid %s) exited unexpectedly (%s) %s", self.name, proc.pid, reason, during)
         return ModelProcessDied(f"the model process exited unexpectedly ({reason}) {during}; "
                                 "the next job starts a fresh one")
 
     def health(self) -> dict[str, Any]:
-        """Models, device and GPU as the child last reported them (before that, the configured ones), and the child."""
+        """Models, device and GPU as the child last reported them (before that, the configured ones), and the child:
+        a WorkerInfo of /v1/health but for its name and job."""
         proc, report = self._proc, self._report
         if report is None:
             report = {"models": make_registry(self.settings).describe(), "device": self.settings.device, "gpu": None}
         alive = proc is not None and proc.is_alive()
-        return {**report, "worker": {"pid": proc.pid if alive else None, "alive": alive,
-                                     "restarts": max(self._starts - 1, 0)}}
+        return {**report, "pid": proc.pid if alive else None, "alive": alive, "restarts": max(self._starts - 1, 0)}
 
     def close(self, timeout: float = 10.0) -> None:
         """Ask the child to free its models and exit; terminate it when it does not in time."""
@@ -145,6 +145,9 @@ class ModelProcess:
 def child_main(conn, cancel, settings: Settings) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the server stops us itself
     os.nice(NICENESS)
+    if settings.cpu_threads:  # before torch loads: CPU workers share the cores instead of fighting over them
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(settings.cpu_threads)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     [model process] %(message)s")
     engines = make_registry(settings)
 
@@ -153,7 +156,12 @@ def child_main(conn, cancel, settings: Settings) -> None:
         conn.send(("state", {"models": engines.describe(), "device": device, "gpu": gpu}))
 
     try:
+        import torch
+
         from ..engine import DropletEngine  # noqa: F401  (imports torch and diffusers once, before the first job)
+
+        if settings.cpu_threads:
+            torch.set_num_threads(settings.cpu_threads)
 
         if settings.preload:
             engines.get("orbit")
@@ -165,8 +173,14 @@ def child_main(conn, cancel, settings: Settings) -> None:
 
 
 def serve_jobs(conn, cancel, engines: EngineRegistry, report: Callable[[], None]) -> None:
-    """Run jobs one at a time until told to stop."""
+    """Run jobs one at a time until told to stop. A job stops at its next step when cancelled, and when our parent
+    is gone (SIGKILLed): a lost job may run again elsewhere, and must not write into its folder meanwhile."""
     from .runner import run_job
+
+    parent = os.getppid()
+
+    def should_cancel() -> bool:
+        return cancel.is_set() or os.getppid() != parent
 
     report()
     conn.send(("ready",))
@@ -186,7 +200,7 @@ def serve_jobs(conn, cancel, engines: EngineRegistry, report: Callable[[], None]
 
         try:
             warnings = run_job(mode, params, inputs, Path(job_dir), engines, progress=progress,
-                               should_cancel=cancel.is_set)
+                               should_cancel=should_cancel)
             outcome = ("done", warnings)
         except Cancelled as exc:
             outcome = ("failed", "cancelled", exc.code, exc.message, None)

@@ -41,6 +41,12 @@ class Settings:
     compile: bool = False  # engine speed options (DropletEngine.load); off by default: faithful outputs
     attention_backend: str | None = None
     preload: bool = False  # load the orbit model when the server starts instead of on the first job
+    # Scale out: one model process per entry of ``devices`` (--gpus, --workers), each with its name; or, with a
+    # broker URL, no model process at all: jobs go to `droplet3d worker` processes through Redis.
+    workers: tuple[tuple[str, str | None], ...] = (("local", None),)  # (name, device) pairs
+    cpu_threads: int | None = None  # torch threads per model process (CPU workers share the cores)
+    broker: str | None = None
+    heartbeat_seconds: float = 10.0  # broker: a worker silent this long has lost its job
     token: str | None = None
     allow_origins: tuple[str, ...] = ()  # CORS is off unless origins are named
     # Queue and retention.

@@ -1,0 +1,152 @@
+"""Scale out with real processes: a real redis-server, real fronts (``serve --broker``) and real ``droplet3d worker``
+processes on tiny checkpoints; and ``serve --workers 2`` in one server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import httpx
+import pytest
+from api_helpers import FAST, Server, sse_statuses, submit, wait_for
+from scale_helpers import HEARTBEAT, RedisServer, Worker
+
+LONG = {**FAST, "prompt": "a long job", "steps": 400}  # stays in denoising long enough to be cancelled or killed
+
+
+@pytest.fixture
+def broker():
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cluster(broker, tiny_ckpts, tmp_path):
+    """A front and two workers sharing one jobs folder; stopped (killed if need be) afterwards."""
+    jobs = tmp_path / "jobs"
+    front = Server(jobs, "--broker", broker.url, "--heartbeat", HEARTBEAT)
+    workers = [Worker(broker.url, jobs, tiny_ckpts["droplet3d"], name) for name in ("wa", "wb")]
+    started = []
+    try:
+        for process in (front, *workers):
+            process.start()
+            started.append(process)
+        yield front, workers
+    finally:
+        for process in started:
+            process.kill()
+
+
+def running_on(client: httpx.Client, job_id: str, timeout: float = 120.0) -> dict:
+    return wait_for(client, job_id, ("running",), timeout=timeout,
+                    predicate=lambda s: s["stage"] == "denoising" and s["step"])
+
+
+def test_ten_jobs_spread_over_two_workers_and_each_names_its_worker(cluster):
+    front, _ = cluster
+    with front.client() as client:
+        health = client.get("/v1/health").json()
+        assert health["broker"] is True and {w["name"] for w in health["workers"]} == {"wa", "wb"}
+        assert all(w["alive"] and w["device"] == "cpu" for w in health["workers"])
+        ids = [submit(client, {"prompt": f"job {k}", **FAST, "seed": k}).json()["id"] for k in range(10)]
+        events = sse_statuses(client, ids[-1])
+        finals = [wait_for(client, job_id, timeout=300) for job_id in ids]
+        assert [f["status"] for f in finals] == ["succeeded"] * 10, finals
+        assert {f["worker"] for f in finals} == {"wa", "wb"}
+        # The front streams the worker's progress and serves the files the worker wrote.
+        assert events[-1]["status"] == "succeeded" and "denoising" in {e["stage"] for e in events}
+        assert [e["progress"] for e in events] == sorted(e["progress"] for e in events)
+        mp4 = next(a for a in finals[0]["artifacts"] if a["name"] == "orbit.mp4")
+        assert len(client.get(mp4["url"]).content) == mp4["size"]
+        assert [j["id"] for j in client.get("/v1/jobs").json()["jobs"]] == ids
+
+
+def test_cancel_reaches_the_worker_at_the_next_step(cluster):
+    front, _ = cluster
+    with front.client() as client:
+        job_id = submit(client, LONG).json()["id"]
+        running = running_on(client, job_id)
+        assert running["worker"] in {"wa", "wb"}
+        assert client.delete(f"/v1/jobs/{job_id}").status_code == 202
+        cancelled = wait_for(client, job_id, timeout=30)
+        assert cancelled["status"] == "cancelled" and cancelled["step"] is None
+        assert client.get("/v1/health").json()["running"] == []
+        # A queued job is cancelled at once and never runs; a finished one is then deleted.
+        after = wait_for(client, submit(client, {"prompt": "after", **FAST}).json()["id"])
+        assert after["status"] == "succeeded"
+        assert client.delete(f"/v1/jobs/{job_id}").status_code == 204
+        assert client.get(f"/v1/jobs/{job_id}").status_code == 404
+
+
+def test_a_killed_workers_job_runs_once_more_elsewhere_then_fails_worker_lost(cluster, broker, tiny_ckpts):
+    front, (wa, wb) = cluster
+    by_name = {"wa": wa, "wb": wb}
+    with front.client() as client:
+        first = submit(client, {**FAST, "prompt": "killed once", "steps": 30}).json()["id"]
+        victim = by_name[running_on(client, first)["worker"]]
+        victim.kill()
+        survivor = wb if victim is wa else wa
+        done = wait_for(client, first, timeout=120)
+        assert done["status"] == "succeeded" and done["worker"] == survivor.name, done
+
+        second = submit(client, {**LONG, "prompt": "killed twice"}).json()["id"]
+        assert running_on(client, second)["worker"] == survivor.name
+        survivor.kill()
+        requeued = wait_for(client, second, ("queued",), timeout=30)  # no worker left: it waits, not "running"
+        assert requeued["queue_position"] == 1
+        late = Worker(broker.url, front.jobs_dir, tiny_ckpts["droplet3d"], "late").start()  # picks up the queue
+        try:
+            assert running_on(client, second)["worker"] == "late"
+            late.kill()
+            lost = wait_for(client, second, timeout=30)
+        finally:
+            late.kill()
+        assert lost["status"] == "failed" and lost["error"]["code"] == "worker_lost", lost
+        assert lost["artifacts"] == []
+
+
+def test_a_restarted_front_keeps_every_queued_running_and_finished_job(cluster):
+    front, _ = cluster
+    with front.client() as client:
+        done = wait_for(client, submit(client, {"prompt": "before", **FAST}).json()["id"])
+        ids = [submit(client, {"prompt": f"queued {k}", **FAST, "steps": 8}).json()["id"] for k in range(4)]
+        running_on(client, ids[0])
+    front.kill()
+    again = Server(front.jobs_dir, *front.args).start()
+    try:
+        with again.client() as client:
+            listed = {j["id"]: j for j in client.get("/v1/jobs").json()["jobs"]}
+            assert set(listed) == {done["id"], *ids} and listed[done["id"]] == done
+            assert sse_statuses(client, ids[-1])[-1]["status"] == "succeeded"
+            assert [wait_for(client, job_id)["status"] for job_id in ids] == ["succeeded"] * 4
+    finally:
+        again.kill()
+
+
+def test_serve_with_two_workers_runs_two_jobs_at_once_and_a_dead_model_process_fails_only_its_job(tiny_ckpts,
+                                                                                                   tmp_path):
+    server = Server(tmp_path, "--ckpt", str(tiny_ckpts["droplet3d"]), "--workers", "2").start()
+    try:
+        with server.client() as client:
+            health = client.get("/v1/health").json()
+            assert [w["name"] for w in health["workers"]] == ["cpu-0", "cpu-1"] and health["broker"] is False
+            first, second = (submit(client, {**LONG, "prompt": f"long {k}"}).json()["id"] for k in range(2))
+            runs = [running_on(client, job_id) for job_id in (first, second)]
+            assert {r["worker"] for r in runs} == {"cpu-0", "cpu-1"}  # both at once, one per worker
+            workers = {w["name"]: w for w in client.get("/v1/health").json()["workers"]}
+            assert sorted(client.get("/v1/health").json()["running"]) == sorted((first, second))
+            os.kill(workers[runs[0]["worker"]]["pid"], signal.SIGKILL)
+            assert client.delete(f"/v1/jobs/{second}").status_code == 202
+
+            failed, cancelled = wait_for(client, first), wait_for(client, second)
+            assert failed["status"] == "failed" and failed["error"]["code"] == "model_process_died"
+            assert cancelled["status"] == "cancelled"
+            started = time.monotonic()
+            ids = [submit(client, {"prompt": f"after {k}", **FAST}).json()["id"] for k in range(4)]
+            finals = [wait_for(client, job_id) for job_id in ids]
+            assert [f["status"] for f in finals] == ["succeeded"] * 4, time.monotonic() - started
+            assert {f["worker"] for f in finals} == {"cpu-0", "cpu-1"}
+    finally:
+        server.stop()

@@ -34,6 +34,7 @@ class JobParams:
     reconstruct: bool = True
     orbit: dict | None = None  # hints for the reconstruction (elevation, fov, radius, direction, ...); else estimated
     mesh: dict | None = None  # mesh options (resolution, face_budget); None → the server's defaults
+    owner: str = ""  # who submits (user@host, filled in at submit): the server's job list filters by it
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -57,8 +58,9 @@ class JobParams:
         """The ``params`` object. The server is strict: unset values and fields the mode does not use are left out."""
         self.validate()
         data = {k: v for k, v in asdict(self).items() if v is not None and v != {}}
-        if not self.negative_prompt:
-            data.pop("negative_prompt")
+        for name in ("negative_prompt", "owner"):
+            if not data[name]:
+                data.pop(name)
         if self.mode == "reconstruct":
             for name in (*GENERATION_FIELDS, "fps", "view_align", "reconstruct"):
                 data.pop(name, None)

@@ -120,8 +120,10 @@ def create_app(settings: Settings) -> FastAPI:
                 "links": {"status": base, "events": f"{base}/events", "artifacts": f"{base}/artifacts/"}}
 
     @jobs.get("", response_model=JobList)
-    async def list_jobs() -> dict[str, Any]:
-        return {"jobs": manager.list()}
+    async def list_jobs(owner: str | None = None) -> dict[str, Any]:
+        """Every job in submission order; ``owner`` keeps only the jobs submitted with that ``params.owner``."""
+        listed = manager.list()
+        return {"jobs": listed if owner is None else [j for j in listed if j["params"].get("owner") == owner]}
 
     @jobs.get("/{job_id}", response_model=JobStatus)
     async def job_status(job_id: JobId) -> dict[str, Any]:

@@ -62,6 +62,8 @@ class JobParams(BaseModel):
     reconstruct: bool = Field(False, description="orbit mode only: reconstruct a textured mesh")
     mesh: MeshOptions | None = None
     orbit: OrbitHints | None = None
+    owner: str | None = Field(None, min_length=1, max_length=200,
+                              description="who submits (the add-on sends user@host); GET /v1/jobs?owner= filters by it")
 
     @field_validator("prompt", "negative_prompt")
     @classmethod

@@ -252,9 +252,12 @@ class JobManager:
 
     def resume(self, client: DropletClient, download_dir: Path, *, poll_interval: float = 0.5) -> list[JobState]:
         """Follow again every job of ``download_dir`` that was in flight when its Blender session ended (on the
-        server this client talks to)."""
+        server this client talks to). Jobs this session already followed are left alone: one whose server went
+        away stays recorded for the next session, rather than failing again at every file load."""
+        followed = {runner.state.job_id for runner in self.runners.values()}
         return [self.attach(client, state.job_id, download_dir, state=state, poll_interval=poll_interval)
-                for state in pending_jobs(download_dir) if state.server in ("", client.url)]
+                for state in pending_jobs(download_dir)
+                if state.server in ("", client.url) and state.job_id not in followed]
 
     def _start(self, runner: JobRunner) -> JobState:
         self.runners[runner.state.key] = runner

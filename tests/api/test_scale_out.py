@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 from api_helpers import FAST, Server, sse_statuses, submit, wait_for
-from scale_helpers import HEARTBEAT, RedisServer, Worker
+from scale_helpers import HEARTBEAT, RedisServer, Worker, free_port
 
 LONG = {**FAST, "prompt": "a long job", "steps": 400}  # stays in denoising long enough to be cancelled or killed
 
@@ -150,3 +150,30 @@ def test_serve_with_two_workers_runs_two_jobs_at_once_and_a_dead_model_process_f
             assert {f["worker"] for f in finals} == {"cpu-0", "cpu-1"}
     finally:
         server.stop()
+
+
+def test_gpus_and_workers_name_one_model_process_per_device_and_bad_lists_are_refused():
+    from droplet3d.api.cli import worker_devices
+    from droplet3d.errors import InputError
+
+    assert worker_devices("0,2", None, None) == ((("cuda:0", "cuda:0"), ("cuda:2", "cuda:2")), None)
+    names, threads = worker_devices(None, 2, None)
+    assert names == (("cpu-0", "cpu"), ("cpu-1", "cpu")) and threads == max(1, (os.cpu_count() or 1) // 2)
+    assert worker_devices(None, None, "cuda:1") == ((("local", "cuda:1"),), None)
+    for gpus in ("x", "0,0", "-1", ""):
+        with pytest.raises(InputError, match="--gpus"):
+            worker_devices(gpus, None, None)
+    with pytest.raises(InputError, match="--workers"):
+        worker_devices(None, 0, None)
+
+
+def test_serve_refuses_a_broker_that_is_not_redis_and_never_prints_its_password(tmp_path):
+    from droplet3d.api.queue_redis import connect, redact
+    from droplet3d.cli import main
+    from droplet3d.errors import DropletError
+
+    assert main(["serve", "--broker", "http://127.0.0.1:6379", "--jobs-dir", str(tmp_path)]) == 2
+    assert redact("redis://:s3cret@host:6379/0") == "redis://***@host:6379/0"
+    with pytest.raises(DropletError, match="cannot reach the broker") as caught:
+        connect(f"redis://:s3cret@127.0.0.1:{free_port()}/0")
+    assert "s3cret" not in str(caught.value)

@@ -77,6 +77,13 @@ def create_app(settings: Settings) -> FastAPI:
                   responses=ERRORS)
     app.state.manager = manager
     http_errors.install(app)
+    if settings.broker:
+        from redis import RedisError
+
+        @app.exception_handler(RedisError)
+        async def _broker_down(request: Request, exc: RedisError):  # every job lives there: say so, keep serving
+            return http_errors.error_response(503, "broker_unreachable", f"the job broker does not answer: {exc}",
+                                              headers={"Retry-After": "5"})
     if settings.allow_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.allow_origins), allow_methods=["*"],
                            allow_headers=["*"])

@@ -138,10 +138,12 @@ def run_queued_job(job_id: str) -> None:
 
 
 def claim(context: WorkerContext, job_id: str) -> Job | None:
-    """queued → running on this worker, atomically; None when the job was cancelled or deleted meanwhile."""
+    """queued → running on this worker, atomically; None when the job was cancelled or deleted meanwhile. RQ hands
+    out a job only while it is queued on RQ's side, so a record still "running" is a lost attempt's that was not
+    mirrored (the failure callback failed): take it over rather than leave it running forever."""
 
     def start(job: Job) -> bool:
-        if job.status != "queued":
+        if job.status not in ("queued", "running"):
             return False
         job.status, job.started_at, job.worker, job.attempts = "running", time.time(), context.name, job.attempts + 1
         job.stage = stages_for(job.mode, bool(job.params.get("view_align")))[0]

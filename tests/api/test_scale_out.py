@@ -177,3 +177,20 @@ def test_serve_refuses_a_broker_that_is_not_redis_and_never_prints_its_password(
     with pytest.raises(DropletError, match="cannot reach the broker") as caught:
         connect(f"redis://:s3cret@127.0.0.1:{free_port()}/0")
     assert "s3cret" not in str(caught.value)
+
+
+def test_a_front_whose_broker_goes_away_answers_503_and_recovers_when_it_is_back(broker, tmp_path):
+    front = Server(tmp_path / "jobs", "--broker", broker.url, "--heartbeat", HEARTBEAT).start()
+    try:
+        with front.client() as client:
+            queued = submit(client, {"prompt": "waits for a worker", **FAST}).json()["id"]
+            broker.stop()
+            for response in (client.get("/v1/jobs"), client.get("/v1/health"), submit(client, FAST | {"prompt": "x"})):
+                assert response.status_code == 503, response.text
+                assert response.json()["error"]["code"] == "broker_unreachable"
+            broker.start()  # same port, empty (no persistence in the test): the front reconnects by itself
+            assert client.get("/v1/health").status_code == 200
+            assert client.get(f"/v1/jobs/{queued}").status_code == 404
+        assert front.proc.poll() is None
+    finally:
+        front.kill()

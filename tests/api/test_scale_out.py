@@ -84,7 +84,7 @@ def test_a_killed_workers_job_runs_once_more_elsewhere_then_fails_worker_lost(cl
     front, (wa, wb) = cluster
     by_name = {"wa": wa, "wb": wb}
     with front.client() as client:
-        first = submit(client, {**FAST, "prompt": "killed once", "steps": 30}).json()["id"]
+        first = submit(client, {**FAST, "prompt": "killed once", "steps": 60}).json()["id"]
         victim = by_name[running_on(client, first)["worker"]]
         victim.kill()
         survivor = wb if victim is wa else wa

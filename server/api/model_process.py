@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Callable
+from dataclasses import replace
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
@@ -142,9 +143,22 @@ class ModelProcess:
 
 
 # -- the child ---------------------------------------------------------------------------------------------------------
+def pin_cuda_device(device: str | None, environ=os.environ) -> str | None:
+    """Before torch loads: ``cuda:N`` makes GPU N the only one this process sees (as ``cuda``), so that every
+    library's default device, offload hook and memory figure is that GPU. N counts the GPUs the server was given
+    (an existing CUDA_VISIBLE_DEVICES list is indexed, not replaced)."""
+    if not device or not device.startswith("cuda:"):
+        return device
+    index = int(device.split(":", 1)[1])
+    visible = [d for d in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    environ["CUDA_VISIBLE_DEVICES"] = visible[index] if index < len(visible) else str(index)
+    return "cuda"
+
+
 def child_main(conn, cancel, settings: Settings) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the server stops us itself
     os.nice(NICENESS)
+    settings = replace(settings, device=pin_cuda_device(settings.device))
     if settings.cpu_threads:  # before torch loads: CPU workers share the cores instead of fighting over them
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(settings.cpu_threads)

@@ -195,3 +195,14 @@ def test_a_front_whose_broker_goes_away_answers_503_and_recovers_when_it_is_back
         assert front.proc.poll() is None
     finally:
         front.kill()
+
+
+def test_a_model_process_on_cuda_n_sees_only_that_gpu():
+    from droplet3d.api.model_process import pin_cuda_device
+
+    env = {}
+    assert pin_cuda_device("cuda:1", env) == "cuda" and env == {"CUDA_VISIBLE_DEVICES": "1"}
+    env = {"CUDA_VISIBLE_DEVICES": "4,6"}  # the server was given GPUs 4 and 6: cuda:1 is GPU 6
+    assert pin_cuda_device("cuda:1", env) == "cuda" and env["CUDA_VISIBLE_DEVICES"] == "6"
+    env = {}
+    assert pin_cuda_device("cpu", env) == "cpu" and pin_cuda_device("cuda", env) == "cuda" and env == {}

@@ -107,6 +107,10 @@ def serve(args: argparse.Namespace) -> int:
     from .app import create_app
 
     settings = settings_from_args(args)
+    if settings.broker:  # fail here, with the reason, rather than after binding the port
+        from .queue_redis import connect
+
+        connect(settings.broker).close()
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -26,25 +26,26 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """Debian's redis-server, loopback only, no persistence, on a free port."""
+    """Debian's redis-server, loopback only, no persistence, on a free port; ``password`` sets requirepass."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+    def __init__(self, password: str | None = None) -> None:
+        self.port, self.password = free_port(), password
+        self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 20.0) -> RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install -y redis-server; .ci/run does it)")
+        auth = ["--requirepass", self.password] if self.password else []
         self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                                      "--appendonly", "no", *auth], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
                     sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
+                    if sock.recv(64).startswith((b"+PONG", b"-NOAUTH")):  # up (and asking for its password)
                         return self
             except OSError:
                 time.sleep(0.05)

@@ -206,3 +206,30 @@ def test_a_model_process_on_cuda_n_sees_only_that_gpu():
     assert pin_cuda_device("cuda:1", env) == "cuda" and env["CUDA_VISIBLE_DEVICES"] == "6"
     env = {}
     assert pin_cuda_device("cpu", env) == "cpu" and pin_cuda_device("cuda", env) == "cuda" and env == {}
+
+
+def test_a_broker_with_a_password_serves_jobs_and_a_wrong_one_is_refused_at_start(tiny_ckpts, tmp_path):
+    import subprocess
+
+    from api_helpers import DROPLET3D
+
+    broker = RedisServer(password="s3cret").start()
+    try:
+        wrong = broker.url.replace("s3cret", "wrong")
+        refused = subprocess.run([DROPLET3D, "serve", "--port", "0", "--broker", wrong, "--jobs-dir",
+                                  str(tmp_path / "jobs")], capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 2 and "cannot reach the broker" in refused.stderr
+        assert "wrong" not in refused.stderr and "***@127.0.0.1" in refused.stderr
+
+        front = Server(tmp_path / "jobs", "--broker", broker.url, "--heartbeat", HEARTBEAT).start()
+        worker = Worker(broker.url, tmp_path / "jobs", tiny_ckpts["droplet3d"], "locked").start()
+        try:
+            assert "s3cret" not in front.log() + worker.log()
+            with front.client() as client:
+                done = wait_for(client, submit(client, {"prompt": "behind a password", **FAST}).json()["id"])
+            assert done["status"] == "succeeded" and done["worker"] == "locked"
+        finally:
+            worker.kill()
+            front.kill()
+    finally:
+        broker.stop()

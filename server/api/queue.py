@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from .schemas import JobStatus
-from .store import Job
+from .settings import Settings
+from .store import Job, JobStore, select_expired
 
 WORKER_LOST_MESSAGE = ("the worker running this job was lost twice (killed, or its machine went away): "
                        "submit it again")
@@ -41,6 +42,15 @@ def finish(job: Job, outcome: str, error: dict[str, Any] | None) -> None:
     job.step = job.total = None
     if outcome == "succeeded":
         job.progress = 1.0
+
+
+def expired(jobs: list[Job], settings: Settings, store: JobStore) -> list[str]:
+    """The finished jobs that retention (--keep-jobs, --max-age-hours, --max-disk-gb) deletes now, oldest first."""
+    s = settings
+    sizes = {j.id: store.size_of(j.id) for j in jobs} if s.max_disk_bytes is not None else {}
+    max_age = None if s.max_age_hours is None else s.max_age_hours * 3600
+    return select_expired(jobs, sizes, keep=s.keep_jobs, max_age_s=max_age, max_bytes=s.max_disk_bytes,
+                          now=time.time())
 
 
 class JobQueue(abc.ABC):

@@ -24,15 +24,14 @@ import contextlib
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .http_errors import ApiError
-from .queue import WORKER_LOST_MESSAGE, JobQueue, finish, public_status
+from .queue import WORKER_LOST_MESSAGE, JobQueue, expired, finish, public_status
 from .settings import Settings
-from .store import Job, JobStore, select_expired
+from .store import Job, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -349,12 +348,7 @@ class RedisQueue(JobQueue):
                 log.warning("sweep failed: %s", exc)
 
     def apply_retention(self) -> list[str]:
-        s = self.settings
-        jobs = self.jobs.all()
-        sizes = {j.id: self.store.size_of(j.id) for j in jobs} if s.max_disk_bytes is not None else {}
-        max_age = None if s.max_age_hours is None else s.max_age_hours * 3600
-        doomed = select_expired(jobs, sizes, keep=s.keep_jobs, max_age_s=max_age, max_bytes=s.max_disk_bytes,
-                                now=time.time())
+        doomed = expired(self.jobs.all(), self.settings, self.store)
         for job_id in doomed:
             self._delete(job_id)
             log.info("retention: deleted job %s", job_id)

@@ -27,9 +27,9 @@ from .artifacts import list_artifacts
 from .http_errors import ApiError
 from .model_process import ModelProcess
 from .progress import ProgressTracker, stages_for
-from .queue import JobQueue, finish, public_status
+from .queue import JobQueue, expired, finish, public_status
 from .settings import Settings
-from .store import Job, JobStore, select_expired
+from .store import Job, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -275,13 +275,9 @@ class EmbeddedQueue(JobQueue):
 
     # -- retention ---------------------------------------------------------------------------------------
     def apply_retention(self) -> list[str]:
-        s = self.settings
         with self._lock:
             jobs = list(self._jobs.values())
-        sizes = {j.id: self.store.size_of(j.id) for j in jobs} if s.max_disk_bytes is not None else {}
-        max_age = None if s.max_age_hours is None else s.max_age_hours * 3600
-        doomed = select_expired(jobs, sizes, keep=s.keep_jobs, max_age_s=max_age, max_bytes=s.max_disk_bytes,
-                                now=time.time())
+        doomed = expired(jobs, self.settings, self.store)
         for job_id in doomed:
             with self._lock:
                 job = self._jobs.get(job_id)

@@ -233,3 +233,22 @@ def test_a_broker_with_a_password_serves_jobs_and_a_wrong_one_is_refused_at_star
             front.kill()
     finally:
         broker.stop()
+
+
+def test_the_front_applies_retention_to_jobs_finished_on_workers(broker, tiny_ckpts, tmp_path):
+    jobs = tmp_path / "jobs"
+    front = Server(jobs, "--broker", broker.url, "--heartbeat", HEARTBEAT, "--keep-jobs", "1").start()
+    worker = Worker(broker.url, jobs, tiny_ckpts["droplet3d"], "keeper").start()
+    try:
+        with front.client() as client:
+            first, second = (wait_for(client, submit(client, {"prompt": f"job {k}", **FAST}).json()["id"])["id"]
+                             for k in range(2))
+            deadline = time.monotonic() + 30
+            while client.get(f"/v1/jobs/{first}").status_code != 404:
+                assert time.monotonic() < deadline, "the oldest finished job was never deleted"
+                time.sleep(0.2)
+            assert not (jobs / first).exists() and (jobs / second / "orbit.mp4").is_file()
+            assert [j["id"] for j in client.get("/v1/jobs").json()["jobs"]] == [second]
+    finally:
+        worker.kill()
+        front.kill()

@@ -297,7 +297,7 @@ class EmbeddedQueue(JobQueue):
         if job.status == "queued":
             position = self._queue.index(job.id) + 1
             return public_status(job, position, self._queue_eta(position))
-        slot = next((s for s in self._slots if s.job is job), None)
+        slot = next((s for s in self._slots if s.job is job), None) if job.status == "running" else None
         eta = slot.tracker.eta() if slot is not None and slot.tracker is not None else None
         return public_status(job, eta_seconds=eta)
 

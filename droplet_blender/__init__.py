@@ -20,7 +20,7 @@ Scripting (Python console or ``blender -b -P``)::
 
 from __future__ import annotations
 
-_API = ("submit", "wait", "import_job", "DropletJobFailed")
+_API = ("submit", "attach", "wait", "import_job", "DropletJobFailed")
 _MODULES = ("prefs", "props", "runtime", "ops", "ui")
 
 

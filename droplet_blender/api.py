@@ -98,6 +98,20 @@ def submit(
     return runtime.manager.submit(client, job_params, inputs, prefs.downloads(),
                                   source=found if source is None else source, poll_interval=prefs.poll_interval)
 
+def attach(job_id: str, *, server: str | None = None, token: str | None = None,
+           download_dir: str | Path | None = None) -> JobState:
+    """Follow a job submitted earlier (by another script or session, e.g. ``blender_generate.py --no-wait``) and
+    download it when done; then :func:`wait` and :func:`import_job` as for your own."""
+    prefs = settings()
+    if server is not None:
+        prefs.url = server
+    if token is not None:
+        prefs.token = token
+    if download_dir is not None:
+        prefs.download_dir = str(download_dir)
+    return runtime.manager.attach(prefs.client(), job_id, prefs.downloads(), poll_interval=prefs.poll_interval)
+
+
 def wait(job: JobState, timeout: float | None = None) -> JobState:
     """Block until the job finishes (its files downloaded); returns the final state or raises."""
     def finished() -> bool:

@@ -165,8 +165,10 @@ class DropletClient:
     def job(self, job_id: str) -> dict:
         return self._json("GET", f"/v1/jobs/{urllib.parse.quote(job_id)}")
 
-    def jobs(self) -> list[dict]:
-        data = self._json("GET", "/v1/jobs")
+    def jobs(self, owner: str | None = None) -> list[dict]:
+        """``GET /v1/jobs``: every job the server keeps, or only ``owner``'s."""
+        query = "" if owner is None else "?" + urllib.parse.urlencode({"owner": owner})
+        data = self._json("GET", f"/v1/jobs{query}")
         return data.get("jobs", []) if isinstance(data, dict) else data
 
     def cancel(self, job_id: str) -> dict:

@@ -2,15 +2,19 @@
 
 Worker threads never touch Blender data. Each change of a job is put on :attr:`JobManager.events`
 as a copy of its :class:`JobState`; Blender's main thread drains that queue from a
-``bpy.app.timers`` callback (see ``runtime.py``). A finished job's folder holds ``droplet_job.json``
-so the history and re-import work from disk alone.
+``bpy.app.timers`` callback (see ``runtime.py``). Each job's folder in the download folder holds
+``droplet_job.json`` from the moment the server accepts it: while the job is in flight it says so, and a
+later Blender session follows it again (:meth:`JobManager.resume`); once finished it is the history
+entry, so the history and re-import work from disk alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import json
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -82,8 +86,36 @@ def warning_text(warning) -> str:
     return str(warning)
 
 
+def default_owner() -> str:
+    """Who submits, as the server's job list can be filtered by it: ``user@host``."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (containers)
+        user = "user"
+    return f"{user}@{socket.gethostname()}"
+
+
+def job_folder(download_dir: Path, job_id: str) -> Path:
+    return Path(download_dir) / f"droplet-{job_id}"
+
+
+def write_record(state: JobState) -> None:
+    """The job's ``droplet_job.json`` in its folder, written whole (via a temporary file) so a crash leaves the old
+    record or the new one."""
+    folder = Path(state.folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{JOB_FILE}.tmp"
+    tmp.write_text(json.dumps(state.to_dict(), indent=2))
+    tmp.replace(folder / JOB_FILE)
+
+
+def pending_jobs(download_dir: Path) -> list[JobState]:
+    """The jobs recorded in ``download_dir`` that were still in flight (submitted, not yet downloaded)."""
+    return [s for s in load_history(download_dir) if not s.finished and s.job_id]
+
+
 def load_history(download_dir: Path) -> list[JobState]:
-    """Every finished job found under ``download_dir`` (newest first)."""
+    """Every job recorded under ``download_dir`` (newest first): the finished ones, and those still in flight."""
     states = []
     for path in Path(download_dir).glob(f"*/{JOB_FILE}"):
         try:
@@ -96,13 +128,14 @@ def load_history(download_dir: Path) -> list[JobState]:
 
 
 class JobRunner(threading.Thread):
-    """Submits one job, follows it to a terminal status and downloads its artifacts."""
+    """Submits one job (or, with ``params`` None, takes one the server already has: ``state.job_id``), follows it
+    to a terminal status and downloads its artifacts."""
 
     def __init__(
         self,
         state: JobState,
         client: DropletClient,
-        params: JobParams,
+        params: JobParams | None,
         inputs: dict,
         download_dir: Path,
         events: queue.Queue,
@@ -122,30 +155,44 @@ class JobRunner(threading.Thread):
     def _post(self) -> None:
         self.events.put(dataclasses.replace(self.state, source=dict(self.state.source)))
 
-    def _update(self, status: dict) -> None:
+    def _update(self, status: dict, *, record: bool = False) -> None:
         self.state.apply_status(status)
         if self.state.status == "succeeded":  # succeeded for us once the files are here
             self.state.status = "downloading"
+        if record:  # before anyone hears of the job: from now on it outlives this Blender session
+            write_record(self.state)
         self._post()
 
     def run(self) -> None:
+        settled = False  # the job's own outcome (not a network failure here): the record stops saying "in flight"
         try:
-            self._follow()
+            settled = self._follow()
         except DropletClientError as exc:
             self.state.status, self.state.error = "failed", exc.message
+            settled = exc.status == 404  # the server no longer has it: stop following it
         except Exception as exc:  # a worker must always report back, whatever happened
             self.state.status, self.state.error = "failed", f"Unexpected error: {exc!r}"
+        if settled and self.state.folder:
+            try:
+                write_record(self.state)
+            except OSError as exc:
+                self.state.error = self.state.error or f"Could not record the job in {self.state.folder}: {exc}"
         self._post()
 
-    def _follow(self) -> None:
+    def _follow(self) -> bool:
+        """True once the job has an outcome: the server's failure or cancel, or its files downloaded."""
         client = self.client
         self.state.server = client.url
         if self._cancel.is_set():
             self.state.status = "cancelled"
-            return
-        accepted = client.submit(self.params.to_json(), **self.inputs)
-        self._update(accepted)
-        status, cancel_sent, last_ok = accepted, False, time.monotonic()
+            return False
+        if self.params is None:  # following a job submitted earlier (another session, another script)
+            status = client.job(self.state.job_id)
+        else:
+            status = client.submit(self.params.to_json(), **self.inputs)
+        self.state.folder = str(job_folder(self.download_dir, status["id"]))
+        self._update(status, record=True)
+        cancel_sent, last_ok = False, time.monotonic()
         while status.get("status") not in TERMINAL:
             if self._cancel.is_set() and not cancel_sent:
                 client.cancel(self.state.job_id)
@@ -159,16 +206,15 @@ class JobRunner(threading.Thread):
                     continue
                 raise DropletClientError(
                     f"Lost the server during job {self.state.job_id} ({self.state.stage or self.state.status}): "
-                    f"{exc.message}", code=exc.code) from None
+                    f"{exc.message}", code=exc.code, status=exc.status) from None
             self._update(status)
         if status["status"] != "succeeded":
             if status["status"] == "failed" and not self.state.error:
                 self.state.error = "The job failed on the server (no reason given)."
-            return
-        folder = self.download_dir / f"droplet-{self.state.job_id}"
-        client.download_job(status, folder)
-        self.state.folder, self.state.status = str(folder), "succeeded"
-        (folder / JOB_FILE).write_text(json.dumps(self.state.to_dict(), indent=2))
+            return True
+        client.download_job(status, Path(self.state.folder))
+        self.state.status = "succeeded"
+        return True
 
 
 class JobManager:
@@ -194,12 +240,37 @@ class JobManager:
         ``{"video": path}`` for reconstruct mode.
         """
         params.validate()
+        if not params.owner:
+            params.owner = default_owner()
         state = JobState(key=uuid.uuid4().hex[:12], mode=params.mode, prompt=params.prompt, source=source or {})
-        runner = JobRunner(state, client, params, inputs, download_dir, self.events, poll_interval=poll_interval)
-        self.runners[state.key] = runner
-        self.events.put(dataclasses.replace(state))
+        return self._start(JobRunner(state, client, params, inputs, download_dir, self.events,
+                                     poll_interval=poll_interval))
+
+    def attach(self, client: DropletClient, job_id: str, download_dir: Path, *, state: JobState | None = None,
+               poll_interval: float = 0.5) -> JobState:
+        """Follow a job the server already has (submitted by another session or script) and download it when done.
+        ``state``: its record from an earlier session (keeps the prompt and where to import it)."""
+        for runner in self.runners.values():
+            if runner.state.job_id == job_id and runner.is_alive():
+                return runner.state
+        state = dataclasses.replace(state) if state is not None else JobState(key=job_id, job_id=job_id)
+        state.job_id, state.status, state.error = job_id, "submitting", ""
+        return self._start(JobRunner(state, client, None, {}, download_dir, self.events, poll_interval=poll_interval))
+
+    def resume(self, client: DropletClient, download_dir: Path, *, poll_interval: float = 0.5) -> list[JobState]:
+        """Follow again every job of ``download_dir`` that was in flight when its Blender session ended (on the
+        server this client talks to). Jobs this session already followed are left alone: one whose server went
+        away stays recorded for the next session, rather than failing again at every file load."""
+        followed = {runner.state.job_id for runner in self.runners.values()}
+        return [self.attach(client, state.job_id, download_dir, state=state, poll_interval=poll_interval)
+                for state in pending_jobs(download_dir)
+                if state.server in ("", client.url) and state.job_id not in followed]
+
+    def _start(self, runner: JobRunner) -> JobState:
+        self.runners[runner.state.key] = runner
+        self.events.put(dataclasses.replace(runner.state, source=dict(runner.state.source)))
         runner.start()
-        return state
+        return runner.state
 
     def cancel(self, key: str) -> bool:
         if not self.running(key):

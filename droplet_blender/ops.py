@@ -181,6 +181,48 @@ class DROPLET_OT_refresh_history(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class DROPLET_OT_server_jobs(bpy.types.Operator):
+    """List the server's jobs (yours only, unless Mine Only is off), whoever's session submitted them"""
+
+    bl_idname = "droplet.server_jobs"
+    bl_label = "List Server Jobs"
+
+    def execute(self, context):
+        from .jobs import default_owner
+
+        wm = context.window_manager
+        try:
+            client = settings(context).client()
+        except DropletClientError as exc:
+            return _fail(self, context, str(exc))
+        owner = default_owner() if wm.droplet_server_mine else None
+
+        def done(jobs, error):
+            if error is not None:
+                runtime.report("ERROR", f"Droplet: could not list the server's jobs: {error}")
+                return
+            runtime.list_server_jobs(bpy.context.window_manager, jobs)
+
+        runtime.run_async(lambda: client.jobs(owner=owner), done)
+        return {"FINISHED"}
+
+
+class DROPLET_OT_fetch_job(bpy.types.Operator):
+    """Download the server's job and import it when its files are here"""
+
+    bl_idname = "droplet.fetch_job"
+    bl_label = "Download and Import"
+    job_id: bpy.props.StringProperty()
+
+    def execute(self, context):
+        try:
+            state = runtime.fetch_server_job(self.job_id)
+        except DropletClientError as exc:
+            return _fail(self, context, str(exc))
+        self.report({"INFO"}, f"Droplet: fetching job {state.job_id}")
+        return {"FINISHED"}
+
+
 class DROPLET_OT_report(bpy.types.Operator):
     """Put a message in the info log (used by the timer, which cannot report itself)"""
 
@@ -197,6 +239,6 @@ class DROPLET_OT_report(bpy.types.Operator):
 
 CLASSES = (DROPLET_OT_check_server, DROPLET_OT_preview_input, DROPLET_OT_generate, DROPLET_OT_cancel,
            DROPLET_OT_reimport, DROPLET_OT_open_folder, DROPLET_OT_remove_job, DROPLET_OT_refresh_history,
-           DROPLET_OT_report)
+           DROPLET_OT_server_jobs, DROPLET_OT_fetch_job, DROPLET_OT_report)
 
 register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -40,6 +40,7 @@ class JobParams:
     orbit: dict | None = None  # hints for the reconstruction (elevation, fov, radius, direction, ...); else estimated
     mesh: dict | None = None  # mesh options (resolution, face_budget); None → the server's defaults
     profile: str | None = None  # "faithful" (the published inference) or "fast"; None → the server's default
+    owner: str = ""  # who submits (user@host, filled in at submit): the server's job list filters by it
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -69,8 +70,9 @@ class JobParams:
         """The ``params`` object. The server is strict: unset values and fields the mode does not use are left out."""
         self.validate()
         data = {k: v for k, v in asdict(self).items() if v is not None and v != {}}
-        if not self.negative_prompt:
-            data.pop("negative_prompt")
+        for name in ("negative_prompt", "owner"):
+            if not data[name]:
+                data.pop(name)
         if self.mode == "reconstruct":
             for name in (*GENERATION_FIELDS, "fps", "view_align", "reconstruct"):
                 data.pop(name, None)

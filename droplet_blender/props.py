@@ -114,7 +114,19 @@ class DropletJobItem(bpy.types.PropertyGroup):
     created_at: bpy.props.FloatProperty()
 
 
-CLASSES = (DropletSettings, DropletJobItem)
+class DropletServerJob(bpy.types.PropertyGroup):
+    """A job of the server's list (``GET /v1/jobs``), which may come from any session or script."""
+
+    job_id: bpy.props.StringProperty()
+    mode: bpy.props.StringProperty()
+    status: bpy.props.StringProperty()
+    prompt: bpy.props.StringProperty()
+    owner: bpy.props.StringProperty()
+    worker: bpy.props.StringProperty()
+    created_at: bpy.props.FloatProperty()
+
+
+CLASSES = (DropletSettings, DropletJobItem, DropletServerJob)
 
 
 def register() -> None:
@@ -128,11 +140,16 @@ def register() -> None:
     wm.droplet_server_ok = bpy.props.BoolProperty()
     wm.droplet_last_error = bpy.props.StringProperty(name="Last Error")
     wm.droplet_preview = bpy.props.StringProperty(name="Preview", description="Image of what will be sent")
+    wm.droplet_server_jobs = bpy.props.CollectionProperty(type=DropletServerJob)
+    wm.droplet_server_job_index = bpy.props.IntProperty(name="Server Job")
+    wm.droplet_server_mine = bpy.props.BoolProperty(name="Mine Only", default=True,
+                                                    description="List only the jobs submitted as this user@host")
 
 
 def unregister() -> None:
     wm = bpy.types.WindowManager
-    for name in ("droplet_last_error", "droplet_preview", "droplet_server_ok", "droplet_server_status",
+    for name in ("droplet_server_mine", "droplet_server_job_index", "droplet_server_jobs", "droplet_last_error",
+                 "droplet_preview", "droplet_server_ok", "droplet_server_status",
                  "droplet_job_index", "droplet_jobs"):
         delattr(wm, name)
     del bpy.types.Scene.droplet

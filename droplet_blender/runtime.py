@@ -135,6 +135,52 @@ def refresh_history(wm, download_dir: Path) -> None:
             apply_state(wm, state, quiet=True)
 
 
+def resume_pending() -> list[JobState]:
+    """Follow again the jobs that were in flight when an earlier session ended (recorded in the download folder),
+    downloading each when it is done. Runs at register and after a .blend loads (its download folder may differ)."""
+    from .client import DropletClientError
+    from .prefs import settings
+
+    prefs = settings()
+    try:
+        states = manager.resume(prefs.client(), prefs.downloads(), poll_interval=prefs.poll_interval)
+    except (DropletClientError, OSError) as exc:  # offline, or no download folder: nothing to follow from here
+        print(f"Droplet: not following earlier jobs: {exc}")
+        return []
+    if states:
+        report("INFO", f"Droplet: following {len(states)} job(s) submitted earlier")
+        ensure_timer()
+    return states
+
+
+def fetch_server_job(job_id: str, *, import_when_done: bool = True) -> JobState:
+    """Download a job of the server's list (any session's) and, by default, import it once it is here."""
+    from .prefs import settings
+
+    prefs = settings()
+    state = manager.attach(prefs.client(), job_id, prefs.downloads(), poll_interval=prefs.poll_interval)
+    if import_when_done:
+        auto_import.add(state.key)
+    ensure_timer()
+    return state
+
+
+def list_server_jobs(wm, jobs: list[dict]) -> None:
+    """Mirror ``GET /v1/jobs`` into the panel's server list, newest first."""
+    wm.droplet_server_jobs.clear()
+    for status in sorted(jobs, key=lambda j: j.get("created_at") or 0, reverse=True):
+        item = wm.droplet_server_jobs.add()
+        params = status.get("params") or {}
+        item.job_id, item.mode, item.status = status["id"], status.get("mode", ""), status.get("status", "")
+        item.prompt, item.owner = params.get("prompt") or "", params.get("owner") or ""
+        item.worker, item.created_at = status.get("worker") or "", float(status.get("created_at") or 0)
+
+
+@bpy.app.handlers.persistent
+def _resume_after_load(*_args) -> None:
+    resume_pending()
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float | None = None, interval: float = 0.05) -> bool:
     """Pump on the calling (main) thread until ``predicate()``; for scripts, where no timer runs."""
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -155,10 +201,18 @@ def _redraw() -> None:
 
 
 def register() -> None:
-    pass
+    bpy.app.handlers.load_post.append(_resume_after_load)
+    # Preferences are readable only once registration is over: follow earlier jobs from a first timer tick.
+    bpy.app.timers.register(_resume_once, first_interval=0.1)
+
+
+def _resume_once() -> None:
+    resume_pending()  # returning None: the timer runs once
 
 
 def unregister() -> None:
+    if _resume_after_load in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.remove(_resume_after_load)
     if bpy.app.timers.is_registered(pump):
         bpy.app.timers.unregister(pump)
     for key in list(manager.runners):

@@ -195,6 +195,39 @@ class DROPLET_PT_jobs(_DropletPanel, bpy.types.Panel):
         row.operator("droplet.remove_job", text="", icon="X").key = item.key
 
 
+class DROPLET_UL_server_jobs(bpy.types.UIList):
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
+        row = layout.row(align=True)
+        row.label(text=item.job_id, icon=STATUS_ICONS.get(item.status, "QUESTION"))
+        row.label(text=item.worker or item.status)
+
+
+class DROPLET_PT_server_jobs(_DropletPanel, bpy.types.Panel):
+    """The server's own list: jobs from any session or script (a shared studio server), to import here."""
+
+    bl_label = "Server Jobs"
+    bl_parent_id = "DROPLET_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}  # noqa: RUF012  (Blender reads a plain set)
+
+    def draw(self, context):
+        layout, wm = self.layout, context.window_manager
+        row = layout.row(align=True)
+        row.prop(wm, "droplet_server_mine")
+        row.operator("droplet.server_jobs", text="", icon="FILE_REFRESH")
+        layout.template_list("DROPLET_UL_server_jobs", "", wm, "droplet_server_jobs", wm, "droplet_server_job_index",
+                             rows=3)
+        if not 0 <= wm.droplet_server_job_index < len(wm.droplet_server_jobs):
+            return
+        item = wm.droplet_server_jobs[wm.droplet_server_job_index]
+        if item.prompt:
+            _wrapped(layout, item.prompt[:160] + ("…" if len(item.prompt) > 160 else ""))
+        if item.owner:
+            layout.label(text=item.owner, icon="USER")
+        row = layout.row()
+        row.enabled = item.status == "succeeded"
+        row.operator("droplet.fetch_job", icon="IMPORT").job_id = item.job_id
+
+
 def _wrapped(layout, text: str, icon: str = "NONE", width: int = 42) -> None:
     """A label per line: the sidebar does not wrap text."""
     col = layout.column(align=True)
@@ -210,6 +243,6 @@ def _wrapped(layout, text: str, icon: str = "NONE", width: int = 42) -> None:
 
 
 CLASSES = (DROPLET_PT_main, DROPLET_PT_input, DROPLET_PT_prompt, DROPLET_PT_settings, DROPLET_UL_jobs,
-           DROPLET_PT_jobs)
+           DROPLET_PT_jobs, DROPLET_UL_server_jobs, DROPLET_PT_server_jobs)
 
 register, unregister = bpy.utils.register_classes_factory(CLASSES)

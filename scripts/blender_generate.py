@@ -9,6 +9,12 @@ The input is ``--object NAME`` (repeatable; rendered alone from an auto-framed f
 with ``--mode reconstruct``. Exit status: 0 on success, also when the job succeeded with warnings (e.g. an
 orbit whose mesh failed: its rig is imported without a mesh and the warning goes to stderr), 1 when the job
 fails (the reason on stderr), 2 for bad arguments.
+
+A batch from one script, collected from another (the server keeps the jobs, whoever submitted them)::
+
+    blender -b scene.blend -P scripts/blender_generate.py -- --object Teapot --prompt "..." --no-wait
+    # prints: blender_generate: job 20250101-120000-1a2b3c4d submitted
+    blender -b scene.blend -P scripts/blender_generate.py -- --attach 20250101-120000-1a2b3c4d --save out.blend
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ REPO = Path(__file__).resolve().parent.parent
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="blender_generate", description=__doc__.splitlines()[0])
     parser.add_argument("--open", type=Path, help="open this .blend first (when run by a plain Python with bpy)")
-    source = parser.add_mutually_exclusive_group(required=True)
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("--object", action="append", metavar="NAME", help="object(s) to render alone and send")
     source.add_argument("--camera", action="store_true", help="send the scene camera's render")
     source.add_argument("--image", type=Path, help="send this image file")
     source.add_argument("--frames", type=Path, help="reconstruct mode: a folder (or zip) of orbit frames")
     source.add_argument("--video", type=Path, help="reconstruct mode: an orbit video")
+    source.add_argument("--attach", metavar="ID", help="no new job: wait for this one (submitted before), import it")
+    parser.add_argument("--no-wait", action="store_true", help="print the submitted job's id and exit")
     prompt = parser.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", default="", help="dense description of the object")
     prompt.add_argument("--prompt-file", type=Path, help="read the prompt from a text file")
@@ -52,8 +60,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--face-budget", type=int)
     parser.add_argument("--download-dir", type=Path, help="where the job folder goes (default: //droplet or temp)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the job")
-    parser.add_argument("--save", type=Path, required=True, help="write the .blend with the imported job here")
-    return parser.parse_args(argv)
+    parser.add_argument("--save", type=Path, help="write the .blend with the imported job here (not with --no-wait)")
+    args = parser.parse_args(argv)
+    if not (args.object or args.camera or args.image or args.frames or args.video or args.attach):
+        parser.error("give an input (--object, --camera, --image, --frames or --video) or --attach ID")
+    if args.no_wait and (args.attach or args.save):
+        parser.error("--no-wait only submits: it takes neither --attach nor --save")
+    if not args.no_wait and args.save is None:
+        parser.error("--save is required (unless --no-wait)")
+    return args
 
 
 def job_kwargs(args: argparse.Namespace) -> dict:
@@ -98,9 +113,15 @@ def main(argv: list[str]) -> int:
             prefs = settings()
             prefs.url, prefs.token = args.server or prefs.url, args.token or prefs.token
             prefs.client().health()
-        job = droplet.submit(
-            image=args.image, object=objects or None, camera=args.camera, frames=args.frames, video=args.video,
-            server=args.server, token=args.token, download_dir=args.download_dir, **job_kwargs(args))
+        if args.attach:
+            job = droplet.attach(args.attach, server=args.server, token=args.token, download_dir=args.download_dir)
+            print(f"blender_generate: waiting for job {args.attach} …", flush=True)
+        else:
+            job = droplet.submit(
+                image=args.image, object=objects or None, camera=args.camera, frames=args.frames, video=args.video,
+                server=args.server, token=args.token, download_dir=args.download_dir, **job_kwargs(args))
+        if args.no_wait:
+            return report_submitted(job, args.timeout)
         print(f"blender_generate: job submitted ({job.mode}), waiting …", flush=True)
         job = droplet.wait(job, timeout=args.timeout)
         collection = droplet.import_job(job)
@@ -115,6 +136,24 @@ def main(argv: list[str]) -> int:
     print(f"blender_generate: imported {collection.name} from {job.folder}; saved {args.save}")
     for warning in filter(None, job.warnings.splitlines()):  # the job succeeded with less than asked (e.g. no mesh)
         print(f"blender_generate: warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def report_submitted(job, timeout: float) -> int:
+    """--no-wait: once the server has the job (and the download folder records it), print its id."""
+    from droplet_blender import runtime
+
+    def accepted() -> bool:
+        state = runtime.latest.get(job.key)
+        return state is not None and (bool(state.job_id) or state.finished)
+
+    runtime.wait_until(accepted, timeout)
+    state = runtime.latest.get(job.key)
+    if state is None or not state.job_id:
+        print(f"blender_generate: error: the job was not submitted: {state.error if state else 'timed out'}",
+              file=sys.stderr)
+        return 1
+    print(f"blender_generate: job {state.job_id} submitted", flush=True)
     return 0
 
 

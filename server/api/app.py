@@ -21,12 +21,11 @@ from . import http_errors, uploads
 from .artifacts import ARTIFACT_RE, content_type
 from .auth import guards
 from .http_errors import ApiError, describe_validation_error
-from .model_process import ModelProcess
+from .queue import JobQueue
 from .runner import validate_generation, validate_recon
 from .schemas import TERMINAL, ErrorBody, Health, JobCreated, JobList, JobParams, JobStatus
 from .settings import Settings
 from .store import JOB_ID_RE, Job, JobStore, new_job_id
-from .worker import JobManager
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code i
 
 
 def existing_job(job_id: str, request: Request) -> str:
-    if not JOB_ID_RE.match(job_id) or request.app.state.manager.version(job_id) is None:
+    if not JOB_ID_RE.match(job_id) or not request.app.state.manager.exists(job_id):
         raise ApiError(404, f"no job {job_id!r}")
     return job_id
 
@@ -53,10 +52,20 @@ async def well_formed_parts(request: Request) -> None:
             raise ApiError(422, f"form part {name!r} was given more than once", field=name)
 
 
+def make_queue(settings: Settings, store: JobStore) -> JobQueue:
+    """The embedded queue, or the front of a Redis broker when one is given."""
+    if settings.broker:
+        from .queue_redis import RedisQueue
+
+        return RedisQueue(settings, store)
+    from .worker import EmbeddedQueue
+
+    return EmbeddedQueue(settings, store)
+
+
 def create_app(settings: Settings) -> FastAPI:
     store = JobStore(settings.jobs_dir)
-    models = ModelProcess(settings)
-    manager = JobManager(settings, store, models)
+    manager = make_queue(settings, store)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -68,6 +77,13 @@ def create_app(settings: Settings) -> FastAPI:
                   responses=ERRORS)
     app.state.manager = manager
     http_errors.install(app)
+    if settings.broker:
+        from redis import RedisError
+
+        @app.exception_handler(RedisError)
+        async def _broker_down(request: Request, exc: RedisError):  # every job lives there: say so, keep serving
+            return http_errors.error_response(503, "broker_unreachable", f"the job broker does not answer: {exc}",
+                                              headers={"Retry-After": "5"})
     if settings.allow_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.allow_origins), allow_methods=["*"],
                            allow_headers=["*"])
@@ -75,13 +91,14 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/v1/health", response_model=Health, dependencies=[Depends(open_guard)], tags=["service"])
     def health() -> dict[str, Any]:
-        """Answers while a job runs: device, GPU memory and models (as the model process last reported them),
-        the model process, queue, limits."""
-        queue_length, running = manager.counts()
-        report = models.health()
-        report["models"] = [{**m, "verdict": settings.checkpoint_verdicts.get(m["role"])} for m in report["models"]]
-        return {"status": "ok", "version": __version__, **report, "queue_length": queue_length,
-                "running": running, "auth": bool(settings.token), "limits": settings.limits()}
+        """Answers while jobs run: every worker (its device, GPU memory and models as its model process last
+        reported them, its job), the queue, limits, each checkpoint's doctor verdict. Top-level device, gpu and
+        models are the first worker's."""
+        state = manager.health()
+        first = state["workers"][0] if state["workers"] else {"device": None, "gpu": None, "models": []}
+        models = [{**m, "verdict": settings.checkpoint_verdicts.get(m["role"])} for m in first["models"]]
+        return {"status": "ok", "version": __version__, "device": first["device"], "gpu": first["gpu"],
+                "models": models, **state, "auth": bool(settings.token), "limits": settings.limits()}
 
     jobs = APIRouter(prefix="/v1/jobs", dependencies=[Depends(token_guard)], tags=["jobs"])
 
@@ -112,8 +129,10 @@ def create_app(settings: Settings) -> FastAPI:
                 "links": {"status": base, "events": f"{base}/events", "artifacts": f"{base}/artifacts/"}}
 
     @jobs.get("", response_model=JobList)
-    async def list_jobs() -> dict[str, Any]:
-        return {"jobs": manager.list()}
+    async def list_jobs(owner: str | None = None) -> dict[str, Any]:
+        """Every job in submission order; ``owner`` keeps only the jobs submitted with that ``params.owner``."""
+        listed = manager.list()
+        return {"jobs": listed if owner is None else [j for j in listed if j["params"].get("owner") == owner]}
 
     @jobs.get("/{job_id}", response_model=JobStatus)
     async def job_status(job_id: JobId) -> dict[str, Any]:

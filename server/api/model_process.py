@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Callable
+from dataclasses import replace
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,8 @@ def make_registry(settings: Settings) -> EngineRegistry:
 class ModelProcess:
     """The parent's handle: used by the worker thread (``start``, ``run``, ``close``) and by health (``health``)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, name: str = "local") -> None:
+        self.settings, self.name = settings, name
         self._ctx = multiprocessing.get_context("spawn")
         self._cancel = self._ctx.Event()
         self._proc: multiprocessing.process.BaseProcess | None = None
@@ -64,11 +65,11 @@ class ModelProcess:
         """Start the child and wait until it has warmed up. Worker thread only."""
         parent_end, child_end = self._ctx.Pipe()
         self._proc = self._ctx.Process(target=child_main, args=(child_end, self._cancel, self.settings),
-                                       name="droplet3d-models", daemon=True)
+                                       name=f"droplet3d-models-{self.name}", daemon=True)
         self._proc.start()
         child_end.close()  # so that the child's death reads as EOF here
         self._conn, self._starts = parent_end, self._starts + 1
-        log.info("model process started (pid %s)", self._proc.pid)
+        log.info("model process %s started (pid %s)", self.name, self._proc.pid)
         self._relay(None, lambda: False, "while starting")
 
     def run(self, mode: str, params: dict[str, Any], inputs: dict[str, str], job_dir: Path,
@@ -115,18 +116,18 @@ class ModelProcess:
         proc.join(5)
         code = proc.exitcode
         reason = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        log.error("the model process (pid %s) exited unexpectedly (%s) %s", proc.pid, reason, during)
+        log.error("model process %s (pid %s) exited unexpectedly (%s) %s", self.name, proc.pid, reason, during)
         return ModelProcessDied(f"the model process exited unexpectedly ({reason}) {during}; "
                                 "the next job starts a fresh one")
 
     def health(self) -> dict[str, Any]:
-        """Models, device and GPU as the child last reported them (before that, the configured ones), and the child."""
+        """Models, device and GPU as the child last reported them (before that, the configured ones), and the child:
+        a WorkerInfo of /v1/health but for its name and job."""
         proc, report = self._proc, self._report
         if report is None:
             report = {"models": make_registry(self.settings).describe(), "device": self.settings.device, "gpu": None}
         alive = proc is not None and proc.is_alive()
-        return {**report, "worker": {"pid": proc.pid if alive else None, "alive": alive,
-                                     "restarts": max(self._starts - 1, 0)}}
+        return {**report, "pid": proc.pid if alive else None, "alive": alive, "restarts": max(self._starts - 1, 0)}
 
     def close(self, timeout: float = 10.0) -> None:
         """Ask the child to free its models and exit; terminate it when it does not in time."""
@@ -144,9 +145,25 @@ class ModelProcess:
 
 
 # -- the child ---------------------------------------------------------------------------------------------------------
+def pin_cuda_device(device: str | None, environ=os.environ) -> str | None:
+    """Before torch loads: ``cuda:N`` makes GPU N the only one this process sees (as ``cuda``), so that every
+    library's default device, offload hook and memory figure is that GPU. N counts the GPUs the server was given
+    (an existing CUDA_VISIBLE_DEVICES list is indexed, not replaced)."""
+    if not device or not device.startswith("cuda:"):
+        return device
+    index = int(device.split(":", 1)[1])
+    visible = [d for d in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    environ["CUDA_VISIBLE_DEVICES"] = visible[index] if index < len(visible) else str(index)
+    return "cuda"
+
+
 def child_main(conn, cancel, settings: Settings) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the server stops us itself
     os.nice(NICENESS)
+    settings = replace(settings, device=pin_cuda_device(settings.device))
+    if settings.cpu_threads:  # before torch loads: CPU workers share the cores instead of fighting over them
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(settings.cpu_threads)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     [model process] %(message)s")
     engines = make_registry(settings)
 
@@ -155,7 +172,12 @@ def child_main(conn, cancel, settings: Settings) -> None:
         conn.send(("state", {"models": engines.describe(), "device": device, "gpu": gpu}))
 
     try:
+        import torch
+
         from ..engine import DropletEngine  # noqa: F401  (imports torch and diffusers once, before the first job)
+
+        if settings.cpu_threads:
+            torch.set_num_threads(settings.cpu_threads)
 
         if settings.preload:
             engines.get("orbit")
@@ -167,8 +189,14 @@ def child_main(conn, cancel, settings: Settings) -> None:
 
 
 def serve_jobs(conn, cancel, engines: EngineRegistry, report: Callable[[], None]) -> None:
-    """Run jobs one at a time until told to stop."""
+    """Run jobs one at a time until told to stop. A job stops at its next step when cancelled, and when our parent
+    is gone (SIGKILLed): a lost job may run again elsewhere, and must not write into its folder meanwhile."""
     from .runner import run_job
+
+    parent = os.getppid()
+
+    def should_cancel() -> bool:
+        return cancel.is_set() or os.getppid() != parent
 
     report()
     conn.send(("ready",))
@@ -188,7 +216,7 @@ def serve_jobs(conn, cancel, engines: EngineRegistry, report: Callable[[], None]
 
         try:
             warnings = run_job(mode, params, inputs, Path(job_dir), engines, progress=progress,
-                               should_cancel=cancel.is_set)
+                               should_cancel=should_cancel)
             outcome = ("done", warnings)
         except Cancelled as exc:
             outcome = ("failed", "cancelled", exc.code, exc.message, None)

@@ -69,6 +69,8 @@ class JobParams(BaseModel):
     reconstruct: bool = Field(False, description="orbit mode only: reconstruct a textured mesh")
     mesh: MeshOptions | None = None
     orbit: OrbitHints | None = None
+    owner: str | None = Field(None, min_length=1, max_length=200,
+                              description="who submits (the add-on sends user@host); GET /v1/jobs?owner= filters by it")
 
     @field_validator("prompt", "negative_prompt")
     @classmethod
@@ -156,6 +158,7 @@ class JobStatus(BaseModel):
     artifacts: list[Artifact]
     warnings: list[JobWarning] = Field(default_factory=list,
                                        description="what went less well in a job that succeeded")
+    worker: str | None = Field(None, description="the worker that runs or ran the job")
 
 
 class JobList(BaseModel):
@@ -175,19 +178,26 @@ class ModelInfo(BaseModel):
 
 
 class WorkerInfo(BaseModel):
+    name: str = Field(description="the worker's name: its device index in one server, --name on a broker")
+    device: str | None
+    gpu: dict[str, Any] | None = Field(None, description="name and memory in bytes of its CUDA device")
+    models: list[ModelInfo]
     pid: int | None = Field(description="the model process that runs jobs; null while none is running")
     alive: bool
     restarts: int = Field(description="model processes started again after one died")
+    job: str | None = Field(None, description="id of the job it runs now")
 
 
 class Health(BaseModel):
     status: Literal["ok"]
     version: str
-    device: str | None
-    gpu: dict[str, Any] | None = Field(None, description="name and memory in bytes of the CUDA device")
-    models: list[ModelInfo]
-    worker: WorkerInfo
+    device: str | None = Field(description="the first worker's device (every worker's is under workers)")
+    gpu: dict[str, Any] | None = Field(None, description="the first worker's CUDA device: name and memory in bytes")
+    models: list[ModelInfo] = Field(description="the first worker's models")
+    workers: list[WorkerInfo] = Field(description="every model process of this server, or every live worker on "
+                                      "the broker")
+    broker: bool = Field(False, description="jobs run on workers behind a Redis broker")
     queue_length: int
-    running: str | None = Field(None, description="id of the running job")
+    running: list[str] = Field(default_factory=list, description="ids of the running jobs")
     auth: bool = Field(description="a bearer token is required on every route but health")
     limits: dict[str, Any]

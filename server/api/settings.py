@@ -50,6 +50,12 @@ class Settings:
     preload: bool = False  # load the orbit model when the server starts instead of on the first job
     # The checkpoint doctor's verdict per role ("orbit", "video"), filled by `droplet3d serve` at start-up.
     checkpoint_verdicts: dict[str, dict] = field(default_factory=dict)
+    # Scale out: one model process per entry of ``devices`` (--gpus, --workers), each with its name; or, with a
+    # broker URL, no model process at all: jobs go to `droplet3d worker` processes through Redis.
+    workers: tuple[tuple[str, str | None], ...] = (("local", None),)  # (name, device) pairs
+    cpu_threads: int | None = None  # torch threads per model process (CPU workers share the cores)
+    broker: str | None = None
+    heartbeat_seconds: float = 10.0  # broker: a worker silent this long has lost its job
     token: str | None = None
     allow_origins: tuple[str, ...] = ()  # CORS is off unless origins are named
     # Queue and retention.

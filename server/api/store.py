@@ -60,12 +60,13 @@ class Job:
     finished_at: float | None = None
     artifacts: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[dict[str, str]] = field(default_factory=list)  # {code, message}
+    worker: str | None = None  # the worker that ran (or runs) it
+    attempts: int = 0  # runs started; a job whose worker was lost runs once more, then fails
     # Not persisted.
     cancel_requested: bool = field(default=False, repr=False)
-    version: int = field(default=0, repr=False)
 
     PERSISTED = ("id", "mode", "params", "created_at", "seq", "inputs", "status", "stage", "progress", "step",
-                 "total", "error", "started_at", "finished_at", "artifacts", "warnings")
+                 "total", "error", "started_at", "finished_at", "artifacts", "warnings", "worker", "attempts")
 
     @property
     def finished(self) -> bool:

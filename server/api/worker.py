@@ -1,18 +1,24 @@
-"""The job manager: a FIFO queue and the one worker thread that runs jobs in order.
+"""The embedded queue: a FIFO queue and one worker thread per model process, all inside ``droplet3d serve``.
 
-The HTTP side only enqueues, cancels and reads snapshots under a short lock. The worker thread hands
-each job's model work to the model process (model_process.py) and records what it reports, so no
-route ever waits for the GPU or the GIL. An exception inside a job, or the model process dying,
-fails that job alone, with its message, and the worker takes the next one.
+The HTTP side only enqueues, cancels and reads snapshots under a short lock. Each worker thread owns one model
+process (model_process.py: one per GPU with ``--gpus``, or per CPU worker with ``--workers``), takes the first
+queued job when it is free, hands the model work to its process and records what it reports, so no route ever
+waits for the GPU or the GIL. An exception inside a job, or a model process dying, fails that job alone, with its
+message, and that worker takes the next one.
+
+:func:`run_attempt` (one job on one model process → its outcome) is shared with the Redis worker.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +27,72 @@ from .artifacts import list_artifacts
 from .http_errors import ApiError
 from .model_process import ModelProcess
 from .progress import ProgressTracker, stages_for
+from .queue import JobQueue, expired, finish, public_status
 from .settings import Settings
-from .store import Job, JobStore, select_expired
+from .store import Job, JobStore
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_MESSAGE = "the server was shut down while this job was running: submit it again"
 
 
-class JobManager:
-    def __init__(self, settings: Settings, store: JobStore, models: ModelProcess) -> None:
-        self.settings, self.store, self.models = settings, store, models
+@dataclass
+class Outcome:
+    status: str  # succeeded, failed or cancelled
+    error: dict[str, Any] | None = None
+    warnings: list[dict[str, str]] = field(default_factory=list)  # {code, message}
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_attempt(models: ModelProcess, job: Job, job_dir: Path, progress: Callable[[str, int, int, float], None],
+                should_cancel: Callable[[], bool], cancel_requested: Callable[[], bool]) -> Outcome:
+    """Run ``job`` on ``models`` into ``job_dir``. ``should_cancel`` stops it (a user's cancel or a shutdown);
+    ``cancel_requested`` tells the two apart afterwards. Never raises for what happens inside the job."""
+    try:
+        warnings = models.run(job.mode, job.params, job.inputs, job_dir, progress=progress,
+                              should_cancel=should_cancel)
+    except Cancelled as exc:
+        log.info("job %s stopped (%s)", job.id, exc)
+        if cancel_requested():
+            return Outcome("cancelled")
+        return Outcome("failed", {"code": "interrupted", "message": SHUTDOWN_MESSAGE})
+    except DropletError as exc:
+        log.warning("job %s failed: %s", job.id, exc)
+        error = {"code": exc.code, "message": exc.message}
+        if isinstance(exc, InputError) and exc.field:
+            error["field"] = exc.field
+        return Outcome("failed", error)
+    except Exception as exc:  # a bug or a resource failure inside the job: fail this job only
+        log.exception("job %s failed", job.id)
+        return Outcome("failed", {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"})
+    artifacts = [{**a, "url": f"/v1/jobs/{job.id}/artifacts/{a['name']}"} for a in list_artifacts(job_dir)]
+    return Outcome("succeeded", None, warnings, artifacts)
+
+
+@dataclass
+class _Slot:
+    """One worker thread and its model process."""
+
+    name: str
+    models: ModelProcess
+    job: Job | None = None
+    tracker: ProgressTracker | None = None
+    thread: threading.Thread | None = None
+
+
+class EmbeddedQueue(JobQueue):
+    def __init__(self, settings: Settings, store: JobStore) -> None:
+        self.settings, self.store = settings, store
+        self._slots = [_Slot(name, ModelProcess(replace(settings, device=device), name=name))
+                       for name, device in settings.workers]
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._jobs: dict[str, Job] = {}
         self._queue: deque[str] = deque()
-        self._running: str | None = None
-        self._tracker: ProgressTracker | None = None
         self._stopping = False
         self._seq = 0
         self._history: dict[str, dict[str, float]] = {}  # mode → stage durations of its last success
         self._last_duration: dict[str, float] = {}  # mode → seconds its last success took
-        self._thread: threading.Thread | None = None
         self._subscribers: dict[str, list[tuple[Any, Any]]] = {}  # job id → [(event loop, asyncio.Queue)]
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -57,18 +107,23 @@ class JobManager:
                     self._queue.append(job.id)
             self._seq = max((j.seq for j in jobs), default=0)
         self.apply_retention()
-        self._thread = threading.Thread(target=self._work, name="droplet-worker", daemon=True)
-        self._thread.start()
+        for slot in self._slots:
+            slot.thread = threading.Thread(target=self._work, args=(slot,), name=f"droplet-worker-{slot.name}",
+                                           daemon=True)
+            slot.thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop taking jobs; the running one stops at its next step and is marked failed (it can be resubmitted).
+        """Stop taking jobs; running ones stop at their next step and are marked failed (they can be resubmitted).
         Queued jobs stay queued on disk and run after the next start."""
         with self._wakeup:
             self._stopping = True
             self._wakeup.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self.models.close()
+        deadline = time.monotonic() + timeout
+        for slot in self._slots:
+            if slot.thread is not None:
+                slot.thread.join(max(deadline - time.monotonic(), 0.1))
+        for slot in self._slots:
+            slot.models.close()
 
     # -- HTTP side ----------------------------------------------------------------------------------
     def submit(self, staging: Path, job: Job) -> Job:
@@ -83,7 +138,7 @@ class JobManager:
             self.store.commit(staging, job)
             self._jobs[job.id] = job
             self._queue.append(job.id)
-            self._wakeup.notify_all()
+            self._wakeup.notify()
         return job
 
     def snapshot(self, job_id: str) -> dict[str, Any] | None:
@@ -91,9 +146,11 @@ class JobManager:
             job = self._jobs.get(job_id)
             return None if job is None else self._public(job)
 
+    def exists(self, job_id: str) -> bool:
+        with self._lock:
+            return job_id in self._jobs
+
     def subscribe(self, job_id: str, loop, queue) -> dict[str, Any] | None:
-        """Every later change of the job is put on ``queue`` (from the worker, thread-safely); returns the current
-        status, taken under the same lock so that no change falls between the two."""
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None:
@@ -110,8 +167,7 @@ class JobManager:
                 self._subscribers.pop(job_id, None)
 
     def _publish(self, job: Job) -> None:
-        """Under the lock: bump the version and hand the new status to the job's SSE streams."""
-        job.version += 1
+        """Under the lock: hand the new status to the job's SSE streams."""
         subscribers = self._subscribers.get(job.id)
         if subscribers:
             snapshot = self._public(job)
@@ -119,17 +175,11 @@ class JobManager:
                 with contextlib.suppress(RuntimeError):  # that stream's loop has closed
                     loop.call_soon_threadsafe(queue.put_nowait, snapshot)
 
-    def version(self, job_id: str) -> int | None:
-        with self._lock:
-            job = self._jobs.get(job_id)
-            return None if job is None else job.version
-
     def list(self) -> list[dict[str, Any]]:
         with self._lock:
             return [self._public(job) for job in sorted(self._jobs.values(), key=lambda j: j.seq)]
 
     def artifact_path(self, job_id: str, name: str) -> Path | None:
-        """The file behind a listed artifact name; None for anything the job does not list."""
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None or not any(a["name"] == name for a in job.artifacts):
@@ -137,14 +187,14 @@ class JobManager:
         return self.store.path(job_id) / name
 
     def cancel_or_delete(self, job_id: str) -> dict[str, Any] | None:
-        """Queued → cancelled at once; running → cancelled at its next step; finished → deleted (returns None)."""
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None:
                 raise ApiError(404, f"no job {job_id}")
             if job.status == "queued":
                 self._queue.remove(job_id)
-                self._finish(job, "cancelled", None)
+                finish(job, "cancelled", None)
+                self._publish(job)
             elif job.status == "running":
                 job.cancel_requested = True
                 self._publish(job)
@@ -159,16 +209,19 @@ class JobManager:
             self.store.save(job)
         return snapshot
 
-    def counts(self) -> tuple[int, str | None]:
+    def health(self) -> dict[str, Any]:
         with self._lock:
-            return len(self._queue), self._running
+            running = {slot.name: slot.job.id for slot in self._slots if slot.job is not None}
+            queue_length = len(self._queue)
+        workers = [{"name": slot.name, **slot.models.health(), "job": running.get(slot.name)} for slot in self._slots]
+        return {"workers": workers, "queue_length": queue_length, "running": list(running.values()), "broker": False}
 
-    # -- worker thread ---------------------------------------------------------------------------------
-    def _work(self) -> None:
+    # -- worker threads ---------------------------------------------------------------------------------
+    def _work(self, slot: _Slot) -> None:
         try:
-            self.models.start()
+            slot.models.start()
         except Exception as exc:  # the next job starts a fresh model process
-            log.warning("model process start failed (jobs will retry): %s", exc)
+            log.warning("model process %s start failed (jobs will retry): %s", slot.name, exc)
         while True:
             with self._wakeup:
                 while not self._queue and not self._stopping:
@@ -176,84 +229,55 @@ class JobManager:
                 if self._stopping:
                     return
                 job = self._jobs[self._queue.popleft()]
-                self._running = job.id
-                self._tracker = ProgressTracker(stages_for(job.mode, bool(job.params.get("view_align"))),
-                                                self._history.get(job.mode))
-                job.status, job.stage, job.started_at = "running", self._tracker.stages[0], time.time()
+                slot.job = job
+                slot.tracker = ProgressTracker(stages_for(job.mode, bool(job.params.get("view_align"))),
+                                               self._history.get(job.mode))
+                job.status, job.stage, job.started_at = "running", slot.tracker.stages[0], time.time()
+                job.worker, job.attempts = slot.name, job.attempts + 1
                 self._publish(job)
             try:
                 self.store.save(job)
-                self._execute(job)
+                self._execute(slot, job)
             except Exception:  # bookkeeping failed (disk full...): fail the job, keep the worker
                 log.exception("job %s: worker error", job.id)
                 with self._lock:
                     if not job.finished:
-                        self._finish(job, "failed", {"code": "internal_error", "message": "worker error; see log"})
+                        finish(job, "failed", {"code": "internal_error", "message": "worker error; see log"})
+                        self._publish(job)
+            finally:
+                with self._lock:
+                    slot.job = slot.tracker = None
             self.apply_retention()
 
-    def _progress(self, job: Job, stage: str, step: int, total: int, _elapsed: float) -> None:
+    def _progress(self, slot: _Slot, job: Job, stage: str, step: int, total: int, _elapsed: float) -> None:
         with self._lock:
-            tracker = self._tracker
             new_stage = stage != job.stage
-            tracker.update(stage, int(step or 0), int(total or 0))
-            job.stage, job.progress = stage, round(tracker.fraction, 4)
+            slot.tracker.update(stage, int(step or 0), int(total or 0))
+            job.stage, job.progress = stage, round(slot.tracker.fraction, 4)
             job.step, job.total = (int(step), int(total)) if total else (None, None)
             self._publish(job)
         if new_stage:
             self.store.save(job)
 
-    def _execute(self, job: Job) -> None:
-        job_dir = self.store.path(job.id)
-        error: dict[str, Any] | None = None
-        warnings: list[dict[str, str]] = []
-        try:
-            warnings = self.models.run(job.mode, job.params, job.inputs, job_dir,
-                                       progress=lambda *a: self._progress(job, *a),
-                                       should_cancel=lambda: job.cancel_requested or self._stopping)
-            outcome = "succeeded"
-        except Cancelled as exc:
-            if job.cancel_requested:
-                outcome = "cancelled"
-            else:
-                outcome, error = "failed", {"code": "interrupted", "message": SHUTDOWN_MESSAGE}
-            log.info("job %s: %s (%s)", job.id, outcome, exc)
-        except DropletError as exc:
-            outcome, error = "failed", {"code": exc.code, "message": exc.message}
-            if isinstance(exc, InputError) and exc.field:
-                error["field"] = exc.field
-            log.warning("job %s failed: %s", job.id, exc)
-        except Exception as exc:  # a bug or a resource failure inside the job: fail this job only
-            outcome, error = "failed", {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
-            log.exception("job %s failed", job.id)
-        artifacts = list_artifacts(job_dir) if outcome == "succeeded" else []
+    def _execute(self, slot: _Slot, job: Job) -> None:
+        outcome = run_attempt(slot.models, job, self.store.path(job.id),
+                              progress=lambda *a: self._progress(slot, job, *a),
+                              should_cancel=lambda: job.cancel_requested or self._stopping,
+                              cancel_requested=lambda: job.cancel_requested)
         with self._lock:
-            job.artifacts = [{**a, "url": f"/v1/jobs/{job.id}/artifacts/{a['name']}"} for a in artifacts]
-            job.warnings = warnings
-            if outcome == "succeeded":
-                self._history[job.mode] = self._tracker.finish()
+            job.artifacts, job.warnings = outcome.artifacts, outcome.warnings
+            if outcome.status == "succeeded":
+                self._history[job.mode] = slot.tracker.finish()
                 self._last_duration[job.mode] = time.time() - job.started_at
-                job.progress = 1.0
-            self._finish(job, outcome, error)
+            finish(job, outcome.status, outcome.error)
+            self._publish(job)
         self.store.save(job)
-
-    def _finish(self, job: Job, outcome: str, error: dict[str, Any] | None) -> None:
-        """Under the lock: record a terminal state."""
-        job.status, job.error, job.finished_at, job.eta_seconds = outcome, error, time.time(), None
-        job.stage = "done" if outcome == "succeeded" else outcome
-        job.step = job.total = None
-        if self._running == job.id:
-            self._running, self._tracker = None, None
-        self._publish(job)
 
     # -- retention ---------------------------------------------------------------------------------------
     def apply_retention(self) -> list[str]:
-        s = self.settings
         with self._lock:
             jobs = list(self._jobs.values())
-        sizes = {j.id: self.store.size_of(j.id) for j in jobs} if s.max_disk_bytes is not None else {}
-        max_age = None if s.max_age_hours is None else s.max_age_hours * 3600
-        doomed = select_expired(jobs, sizes, keep=s.keep_jobs, max_age_s=max_age, max_bytes=s.max_disk_bytes,
-                                now=time.time())
+        doomed = expired(jobs, self.settings, self.store)
         for job_id in doomed:
             with self._lock:
                 job = self._jobs.get(job_id)
@@ -269,30 +293,30 @@ class JobManager:
 
     # -- status --------------------------------------------------------------------------------------------
     def _public(self, job: Job) -> dict[str, Any]:
-        """Under the lock: the status JSON of the contract."""
-        position = eta = None
+        """Under the lock."""
         if job.status == "queued":
             position = self._queue.index(job.id) + 1
-            eta = self._queue_eta(position, job.mode)
-        elif job.status == "running" and self._tracker is not None and self._running == job.id:
-            eta = self._tracker.eta()
-        error = None if job.error is None else dict(job.error)
-        return {"id": job.id, "mode": job.mode, "status": job.status, "stage": job.stage, "progress": job.progress,
-                "step": job.step, "total": job.total, "eta_seconds": eta, "queue_position": position, "error": error,
-                "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
-                "params": job.params, "artifacts": job.artifacts, "warnings": job.warnings}
+            return public_status(job, position, self._queue_eta(position))
+        slot = next((s for s in self._slots if s.job is job), None) if job.status == "running" else None
+        eta = slot.tracker.eta() if slot is not None and slot.tracker is not None else None
+        return public_status(job, eta_seconds=eta)
 
-    def _queue_eta(self, position: int, mode: str) -> float | None:
-        """The running job's ETA plus the last measured duration of each queued job ahead and this one."""
-        total = 0.0
-        if self._running is not None:
-            running_eta = self._tracker.eta() if self._tracker is not None else None
-            if running_eta is None:
+    def _queue_eta(self, position: int) -> float | None:
+        """When the job at ``position`` should be done: every worker finishes its running job (its ETA), then the
+        queued jobs ahead and this one go, in order, to the worker free first, each taking the last measured
+        duration of its mode."""
+        free_at = []
+        for slot in self._slots:
+            eta = 0.0 if slot.job is None else (slot.tracker.eta() if slot.tracker is not None else None)
+            if eta is None:
                 return None
-            total += running_eta
+            free_at.append(eta)
+        heapq.heapify(free_at)
+        done = 0.0
         for job_id in list(self._queue)[:position]:
             last = self._last_duration.get(self._jobs[job_id].mode)
             if last is None:
                 return None
-            total += last
-        return round(total, 2)
+            done = heapq.heappop(free_at) + last
+            heapq.heappush(free_at, done)
+        return round(done, 2)

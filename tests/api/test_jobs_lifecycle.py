@@ -160,7 +160,7 @@ def test_cancel_stops_a_running_job_at_the_next_step_and_a_queued_one_at_once(mo
 
         health_started = time.monotonic()
         health = client.get("/v1/health").json()  # answers while the model works
-        assert time.monotonic() - health_started < 5 and health["running"] == long and health["queue_length"] == 1
+        assert time.monotonic() - health_started < 5 and health["running"] == [long] and health["queue_length"] == 1
 
         cancelled_at_once = client.delete(f"/v1/jobs/{queued}")
         assert cancelled_at_once.status_code == 202 and cancelled_at_once.json()["status"] == "cancelled"

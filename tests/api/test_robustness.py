@@ -71,9 +71,9 @@ def test_models_stay_loaded_in_one_model_process_between_jobs(model_server):
         second = wait_for(client, submit(client, {"prompt": "second", **FAST, "seed": 3}).json()["id"])
         again = client.get("/v1/health").json()
     assert first["status"] == second["status"] == "succeeded"
-    worker = health["worker"]
+    worker = health["workers"][0]
     assert worker["alive"] and parent_pid(worker["pid"]) == model_server.proc.pid  # a child of the server
-    assert again["worker"] == worker  # the same process ran both jobs: no restart, no reload
+    assert again["workers"][0] == worker  # the same process ran both jobs: no restart, no reload
     orbit = {m["role"]: m for m in health["models"]}["orbit"]
     assert orbit["loaded"] and orbit["details"]["device"] == "cpu" and health["device"] == "cpu"
     assert {m["role"]: m for m in again["models"]}["orbit"] == orbit
@@ -85,7 +85,7 @@ def test_model_process_killed_mid_job_fails_that_job_only_and_a_fresh_one_runs_t
         with server.client() as client:
             victim = submit(client, {"prompt": "killed mid-run", **FAST, "steps": 400}).json()["id"]
             wait_for(client, victim, ("running",), predicate=lambda s: s["stage"] == "denoising" and s["step"])
-            killed = client.get("/v1/health").json()["worker"]["pid"]
+            killed = client.get("/v1/health").json()["workers"][0]["pid"]
             assert parent_pid(killed) == server.proc.pid
             os.kill(killed, signal.SIGKILL)
 
@@ -93,11 +93,11 @@ def test_model_process_killed_mid_job_fails_that_job_only_and_a_fresh_one_runs_t
             assert failed["status"] == "failed" and failed["error"]["code"] == "model_process_died"
             assert "model process exited unexpectedly (signal 9) while running this job" in failed["error"]["message"]
             health = client.get("/v1/health")
-            assert health.status_code == 200 and health.json()["worker"]["alive"] is False
+            assert health.status_code == 200 and health.json()["workers"][0]["alive"] is False
 
             after = wait_for(client, submit(client, {"prompt": "after the crash", **FAST}).json()["id"])
             assert after["status"] == "succeeded", after
-            worker = client.get("/v1/health").json()["worker"]
+            worker = client.get("/v1/health").json()["workers"][0]
             assert worker["alive"] and worker["pid"] != killed and worker["restarts"] == 1
         assert server.proc.poll() is None
     finally:

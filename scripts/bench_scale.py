@@ -1,0 +1,115 @@
+"""Scale-out benchmark on the CPU with a tiny checkpoint: jobs per minute with 1 and 2 workers behind a Redis broker
+(each worker one torch thread), and submit→start latency through the broker against the embedded server.
+Starts a real redis-server, fronts and workers on 127.0.0.1; prints the machine's load, since other work on the
+cores changes every figure.
+
+    .venv/bin/python scripts/bench_scale.py [--jobs 12] [--latency-jobs 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "api"))  # the tests' process helpers
+
+from api_helpers import DROPLET3D, FAST, Server, submit, wait_for
+from scale_helpers import HEARTBEAT, RedisServer, Worker
+
+
+def run_jobs(server: Server, count: int, seed0: int) -> list[dict]:
+    with server.client() as client:
+        ids = [submit(client, {"prompt": f"bench {k}", **FAST, "seed": seed0 + k}).json()["id"] for k in range(count)]
+        finals = [wait_for(client, job_id, timeout=1800) for job_id in ids]
+    failed = [f for f in finals if f["status"] != "succeeded"]
+    if failed:
+        raise SystemExit(f"{len(failed)} jobs failed: {failed[0]['error']}")
+    return finals
+
+
+def throughput(root: Path, ckpt: Path, workers: int, jobs: int) -> tuple[float, set[str]]:
+    """Jobs per minute through a front and ``workers`` workers, after one warm-up job per worker."""
+    broker = RedisServer().start()
+    jobs_dir = root / f"jobs-{workers}"
+    front = Server(jobs_dir, "--broker", broker.url, "--heartbeat", HEARTBEAT).start()
+    procs = [Worker(broker.url, jobs_dir, ckpt, f"w{k}").start() for k in range(workers)]
+    try:
+        run_jobs(front, workers, 1000)  # loads the model in each worker
+        started = time.monotonic()
+        finals = run_jobs(front, jobs, 0)
+        elapsed = time.monotonic() - started
+    finally:
+        for proc in (*procs, front):
+            proc.kill()
+        broker.stop()
+    return jobs / elapsed * 60, {f["worker"] for f in finals}
+
+
+def start_latencies(server: Server, count: int) -> list[float]:
+    """Milliseconds from a job's creation (the front) to its start (the worker), one job at a time on idle workers."""
+    run_jobs(server, 1, 2000)  # warm
+    latencies = []
+    for k in range(count):
+        final = run_jobs(server, 1, 3000 + k)[0]
+        latencies.append((final["started_at"] - final["created_at"]) * 1000)
+    return latencies
+
+
+def latency(root: Path, ckpt: Path, count: int) -> dict[str, list[float]]:
+    out = {}
+    embedded = Server(root / "lat-embedded", "--ckpt", str(ckpt), "--device", "cpu").start()
+    try:
+        out["embedded"] = start_latencies(embedded, count)
+    finally:
+        embedded.kill()
+    broker = RedisServer().start()
+    front = Server(root / "lat-broker", "--broker", broker.url, "--heartbeat", HEARTBEAT).start()
+    worker = Worker(broker.url, root / "lat-broker", ckpt, "lat").start()
+    try:
+        out["broker"] = start_latencies(front, count)
+    finally:
+        worker.kill()
+        front.kill()
+        broker.stop()
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=12, help="timed jobs per throughput run")
+    parser.add_argument("--latency-jobs", type=int, default=10, help="jobs per submit→start latency run")
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ckpt = root / "ckpt"
+        subprocess.run([DROPLET3D, "make-tiny-checkpoint", str(ckpt)], check=True, capture_output=True)
+        rates = {n: throughput(root, ckpt, n, args.jobs) for n in (1, 2)}
+        lat = latency(root, ckpt, args.latency_jobs)
+    load_after = os.getloadavg()
+
+    print(f"machine: {os.cpu_count()} cores; load average (1/5/15 min) before {load_before[0]:.1f}/"
+          f"{load_before[1]:.1f}/{load_before[2]:.1f}, after {load_after[0]:.1f}/{load_after[1]:.1f}/"
+          f"{load_after[2]:.1f}")
+    print(f"tiny CPU jobs ({FAST['width']}x{FAST['height']}, {FAST['num_frames']} frames, {FAST['steps']} steps), "
+          f"{args.jobs} timed jobs, one torch thread per worker")
+    print(f"{'':24}{'1 worker':>12}{'2 workers':>12}{'ratio':>8}")
+    print(f"{'jobs per minute':24}{rates[1][0]:12.1f}{rates[2][0]:12.1f}{rates[2][0] / rates[1][0]:8.2f}")
+    print(f"{'workers used':24}{len(rates[1][1]):12d}{len(rates[2][1]):12d}")
+    print(f"submit→start latency, ms ({args.latency_jobs} jobs, idle worker)")
+    print(f"{'':24}{'embedded':>12}{'broker':>12}{'overhead':>10}")
+    for name, pick in (("median", statistics.median), ("p90", lambda v: sorted(v)[int(0.9 * (len(v) - 1))]),
+                       ("max", max)):
+        e, b = pick(lat["embedded"]), pick(lat["broker"])
+        print(f"{name:24}{e:12.1f}{b:12.1f}{b - e:10.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -106,7 +106,8 @@ def main(argv: list[str]) -> int:
             return fail(f"no object named {name!r} in {bpy.data.filepath or 'the scene'}", 2)
         objects.append(bpy.data.objects[name])
     try:
-        JobParams(**job_kwargs(args)).validate()  # a bad value is exit 2 whether or not the server is up
+        if not args.attach:  # a bad value is exit 2 whether or not the server is up
+            JobParams(**job_kwargs(args)).validate()
         if args.server or not args.frames:  # fail fast, before a possibly long render
             from droplet_blender.prefs import settings
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from ..orbit import Orbit
-from .silhouettes import SilhouetteField, signed_distance, view_cameras
+from ..orbit import Cameras, Orbit, spread_views
+from .silhouettes import SilhouetteField, signed_distance
 
 ELEVATIONS = (-30.0, -15.0, 0.0, 15.0, 30.0, 45.0, 60.0)
 FOVS = (15.0, 25.0, 35.0, 45.0, 55.0, 70.0)
@@ -52,7 +52,7 @@ class OutlineScore:
         scale = size / max(h, w)
         self.width, self.height = max(8, round(w * scale)), max(8, round(h * scale))
         self.num_frames = masks.shape[0]
-        self.views = np.unique(np.linspace(0, masks.shape[0] - 1, views).round().astype(int))
+        self.views = spread_views(views, masks.shape[0])
         self.small = np.stack([
             cv2.resize(masks[k].astype(np.float32), (self.width, self.height), interpolation=cv2.INTER_AREA) >= 0.5
             for k in range(masks.shape[0])
@@ -64,18 +64,23 @@ class OutlineScore:
         self.depth_samples = depth_samples
         centre = np.array([self.width / 2.0, self.height / 2.0])
         self.extent_px = float(np.linalg.norm(self.pixels + 0.5 - centre, axis=1).max())
-        self.cameras: dict[tuple[float, int], np.ndarray] = {}  # the fov does not move the cameras
+        self.cameras: dict[tuple[float, int], np.ndarray] = {}  # c2w; the fov does not move the cameras
 
     def __call__(self, orbit: Orbit) -> float:
         key = (orbit.elevation_deg, orbit.direction)
         if key not in self.cameras:
-            self.cameras[key] = view_cameras(orbit, self.views)
-        c2w = self.cameras[key]
-        field = SilhouetteField(self.small, orbit, self.views, self.sdt, c2w)
-        f = orbit.focal_px(self.width, self.height)
+            self.cameras[key] = orbit.camera_to_world()
+        return self.score(Cameras(self.cameras[key], orbit.fov_deg))
+
+    def score(self, cameras: Cameras) -> float:
+        """Mean outline-ray miss (pixels) of ``cameras`` (one per frame)."""
+        field = SilhouetteField(self.small, cameras, self.views, self.sdt)
+        c2w = cameras.c2w[self.views]
+        radius = cameras.radius
+        f = cameras.focal_px(self.width, self.height)
         # The object lies within the sphere that the widest outline subtends at the orbit centre.
-        reach = min(orbit.radius * self.extent_px / f * 1.2, 0.9 * orbit.radius)
-        depths = np.linspace(orbit.radius - reach, orbit.radius + reach, self.depth_samples)
+        reach = min(radius * self.extent_px / f * 1.2, 0.9 * radius)
+        depths = np.linspace(radius - reach, radius + reach, self.depth_samples)
         step = depths[1] - depths[0]
         # Rays through the outline pixels (pixel centres) of all views at once, in world coordinates; each ray
         # is scored against the other views' silhouettes.

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ReconstructionError
-from ..orbit import Orbit
 from .silhouettes import SilhouetteField
 
 
@@ -31,13 +30,14 @@ def grid_points(origin: np.ndarray, spacing: float, shape: tuple[int, int, int])
     return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
 
 
-def object_bounds(field: SilhouetteField, orbit: Orbit, samples: int = 33) -> tuple[np.ndarray, np.ndarray]:
+def object_bounds(field: SilhouetteField, samples: int = 33) -> tuple[np.ndarray, np.ndarray]:
     """Axis-aligned box ``(lo, hi)`` around the hull, from a coarse pass over the cameras' common view."""
-    half = min(orbit.radius * math.tan(math.radians(orbit.fov_deg) / 2.0) * 1.2, 0.85 * orbit.radius)
+    radius = field.cameras.radius
+    half = min(radius * math.tan(math.radians(field.cameras.fov_deg) / 2.0) * 1.2, 0.85 * radius)
     spacing = 2 * half / (samples - 1)
     origin = np.full(3, -half)
     values = field(grid_points(origin, spacing, (samples,) * 3)).reshape((samples,) * 3)
-    margin = 2.0 * spacing * field.pixels_per_unit(orbit)  # a cell may hide a thin part: keep near-misses
+    margin = 2.0 * spacing * field.pixels_per_unit()  # a cell may hide a thin part: keep near-misses
     inside = np.argwhere(values > -margin)
     if inside.size == 0:
         raise ReconstructionError("the silhouettes do not intersect: the orbit parameters do not fit these frames",
@@ -47,14 +47,16 @@ def object_bounds(field: SilhouetteField, orbit: Orbit, samples: int = 33) -> tu
     return lo, hi
 
 
-def carve_hull(field: SilhouetteField, orbit: Orbit, resolution: int = 128, levels: int = 3) -> Volume:
+def carve_hull(field: SilhouetteField, resolution: int = 128, levels: int = 3) -> Volume:
     """Sample the silhouette field on a grid with ``resolution`` cells along the box's longest side."""
-    lo, hi = object_bounds(field, orbit)
+    lo, hi = object_bounds(field)
     base = max(4, math.ceil(resolution / 2**levels))
     spacing = float((hi - lo).max()) / base
     shape = tuple(math.ceil((hi[i] - lo[i]) / spacing) + 1 for i in range(3))
     values = field(grid_points(lo, spacing, shape)).reshape(shape)
-    px_per_unit = field.pixels_per_unit(orbit) * orbit.radius / max(orbit.radius - float(np.abs([lo, hi]).max()), 1e-3)
+    # The nearest camera sees the box's far corner largest: bound the field's change per cell from there.
+    nearest = float(np.linalg.norm(field.cameras.centres(), axis=1).min())
+    px_per_unit = field.pixels_per_unit() * field.cameras.radius / max(nearest - float(np.abs([lo, hi]).max()), 1e-3)
     for _ in range(levels):
         values = _upsample(values)
         spacing /= 2.0

@@ -26,7 +26,7 @@ from PIL import Image
 from .. import __version__
 from ..errors import Cancelled, InputError, ReconstructionError
 from ..files import write_json_atomic
-from ..orbit import DEFAULT_ELEVATION_DEG, DEFAULT_FOV_DEG, DEFAULT_RADIUS, Orbit, write_transforms
+from ..orbit import DEFAULT_ELEVATION_DEG, DEFAULT_FOV_DEG, DEFAULT_RADIUS, Cameras, Orbit, write_transforms
 from .calibration import calibrate_orbit
 from .carving import carve_concavities
 from .export import textured_mesh, write_mesh
@@ -88,6 +88,7 @@ def _or(value, default):
 @dataclass
 class ReconResult:
     orbit: Orbit
+    cameras: Cameras
     mesh_path: Path | None
     transforms_path: Path
     manifest: dict = field(default_factory=dict)
@@ -119,19 +120,20 @@ def reconstruct(source: str | Path, out_dir: str | Path, options: ReconOptions |
     options = options or ReconOptions()
     source, out_dir = Path(source), Path(out_dir)
     run = _Run(8, progress, should_cancel)
-    frames, masks, orbit, calibration = _frames_masks_orbit(source, options, run)
+    frames, masks, orbit, cameras, calibration = _frames_masks_orbit(source, options, run)
 
-    field_ = SilhouetteField(masks, orbit, np.arange(orbit.period))
-    volume = carve_hull(field_, orbit, options.resolution)
+    turn = slice(0, orbit.period)  # a closing frame repeats frame 0: one turn is enough
+    field_ = SilhouetteField(masks[turn], cameras.subset(np.arange(orbit.period)))
+    volume = carve_hull(field_, options.resolution)
     run.done("hull")
     carved = 0
     if options.carve:
-        volume, carved = carve_concavities(volume, field_, frames.rgb, masks, orbit)
+        volume, carved = carve_concavities(volume, field_, frames.rgb[turn], masks[turn], field_.cameras)
     run.done("carving")
     mesh = extract_surface(volume, options.face_budget)
     run.done("surface")
     vertices, faces, uv = build_atlas(mesh)
-    texture = bake_texture(vertices, faces, uv, frames.rgb, orbit, options.texture_size)
+    texture = bake_texture(vertices, faces, uv, frames.rgb[turn], field_.cameras, options.texture_size)
     textured = textured_mesh(vertices, faces, uv, texture, vertex_colours(texture, uv))
     run.done("texture")
 
@@ -147,8 +149,8 @@ def reconstruct(source: str | Path, out_dir: str | Path, options: ReconOptions |
                  "bounds_m": mesh.bounds.round(5).tolist(), "carved_voxels": int(carved),
                  "texture_size": options.texture_size, "formats": list(options.formats)},
     }
-    manifest = _commit(out_dir, frames, masks, orbit, options, run, section, write)
-    return ReconResult(orbit, out_dir / "mesh.glb", out_dir / "transforms.json", manifest)
+    manifest = _commit(out_dir, frames, masks, orbit, cameras, options, run, section, write)
+    return ReconResult(orbit, cameras, out_dir / "mesh.glb", out_dir / "transforms.json", manifest)
 
 
 def calibrate(source: str | Path, out_dir: str | Path, options: ReconOptions | None = None,
@@ -157,8 +159,8 @@ def calibrate(source: str | Path, out_dir: str | Path, options: ReconOptions | N
     options = options or ReconOptions()
     source, out_dir = Path(source), Path(out_dir)
     run = _Run(4, progress, None)
-    frames, masks, orbit, _ = _frames_masks_orbit(source, options, run)
-    _commit(out_dir, frames, masks, orbit, options, run, None, None)
+    frames, masks, orbit, cameras, _ = _frames_masks_orbit(source, options, run)
+    _commit(out_dir, frames, masks, orbit, cameras, options, run, None, None)
     return orbit
 
 
@@ -243,7 +245,7 @@ def _frames_masks_orbit(source: Path, options: ReconOptions, run: _Run):
                    "score_px": round(result.score, 4), "evaluations": result.evaluations,
                    "seconds": round(time.perf_counter() - t0, 3)}
     run.done("orbit")
-    return frames, masks, result.orbit, calibration
+    return frames, masks, result.orbit, result.orbit.cameras(), calibration
 
 
 def _frame_paths(frames: Frames, out_dir: Path) -> tuple[list[str], bool]:
@@ -255,8 +257,8 @@ def _frame_paths(frames: Frames, out_dir: Path) -> tuple[list[str], bool]:
     return [f"frames/{k:04d}.png" for k in range(frames.count)], True
 
 
-def _commit(out_dir: Path, frames: Frames, masks: np.ndarray, orbit: Orbit, options: ReconOptions, run: _Run,
-            section: dict | None, write: Callable[[Path], None] | None) -> dict:
+def _commit(out_dir: Path, frames: Frames, masks: np.ndarray, orbit: Orbit, cameras: Cameras, options: ReconOptions,
+            run: _Run, section: dict | None, write: Callable[[Path], None] | None) -> dict:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
@@ -274,7 +276,7 @@ def _commit(out_dir: Path, frames: Frames, masks: np.ndarray, orbit: Orbit, opti
             cv2.imwrite(str(staging / "masks" / f"{k:04d}.png"), masks[k].astype(np.uint8) * 255,
                         [cv2.IMWRITE_PNG_COMPRESSION, 1])
         width, height = frames.size
-        write_transforms(staging / "transforms.json", orbit, width, height, paths)
+        write_transforms(staging / "transforms.json", orbit, width, height, paths, cameras)
         manifest: dict = {}
         if write is not None:
             write(staging)

@@ -1,4 +1,5 @@
-"""Foreground masks: alpha when the frames carry it, else a plain background estimated from the border.
+"""Foreground masks: exact alpha where a frame carries it, else a learned matte (``matting.py``) when one was
+computed, else a plain background estimated from the border.
 
 The background model is a per-frame linear colour ramp fitted robustly to the border pixels, so a
 slightly varying tone is part of the background. A pixel is foreground when its colour departs from
@@ -9,6 +10,7 @@ without changing its colour direction, so a moderate darkening with little chrom
 
 from __future__ import annotations
 
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,19 +18,61 @@ import cv2
 import numpy as np
 
 from ..errors import ReconstructionError
+from .frames import Frames
+from .matting import DEFAULT_MODEL, MattingUnavailable, load_matting
 
+MATTING = ("auto", "learned", "colour")  # auto: learned when the model can run, else colour with a warning
+
+log = logging.getLogger(__name__)
 SHADOW_MIN_BRIGHTNESS = 0.72  # darker than this (relative to the background) is foreground even without chroma
 MIN_CHROMA = 0.035  # floors on the thresholds, as fractions of full scale, for noise-free renders
 MIN_BRIGHTNESS = 0.06
 
 
-def compute_masks(rgb: np.ndarray, alpha: np.ndarray | None = None, names: list[str] | None = None) -> np.ndarray:
-    """``(N, H, W) bool`` foreground masks of ``rgb (N, H, W, 3) uint8``; ReconstructionError on unusable frames."""
+def frame_masks(frames: Frames, matting: str = "auto", model: str = DEFAULT_MODEL,
+                ) -> tuple[np.ndarray, dict, list[str]]:
+    """Masks of every frame, how they were made (``{"method", "model", "exact_alpha_frames"}``) and warnings.
+
+    Frames with an exact alpha keep it; the others get the learned matte (``matting`` auto or learned) or the
+    background colour model (colour, or auto when the model cannot run: a warning says so).
+    """
+    need = ~frames.has_alpha
+    mattes, method, warnings = None, "colour" if need.any() else "alpha", []
+    if need.any() and matting != "colour":
+        try:
+            matte = load_matting(model)
+        except MattingUnavailable as exc:
+            if matting == "learned":
+                raise
+            warnings.append(f"learned matting unavailable, masks from the background colour (parts that match the "
+                            f"background may be lost): {exc}")
+            log.warning("%s", warnings[-1])
+        else:
+            mattes = np.zeros(frames.rgb.shape[:3], np.uint8)
+            mattes[need] = matte(frames.rgb[need])
+            method = "learned"
+    masks = compute_masks(frames.rgb, frames.alpha, frames.names, frames.has_alpha, mattes)
+    info = {"method": method, "model": model if method == "learned" else None,
+            "exact_alpha_frames": int(frames.has_alpha.sum())}
+    return masks, info, warnings
+
+
+def compute_masks(rgb: np.ndarray, alpha: np.ndarray | None = None, names: list[str] | None = None,
+                  has_alpha: np.ndarray | None = None, mattes: np.ndarray | None = None) -> np.ndarray:
+    """``(N, H, W) bool`` foreground masks of ``rgb (N, H, W, 3) uint8``; ReconstructionError on unusable frames.
+
+    ``alpha (N, H, W) uint8`` is exact on the frames where ``has_alpha (N,) bool`` holds (all by default);
+    ``mattes (N, H, W) uint8`` (a learned model's alpha) serves the others, else the background colour model.
+    """
     names = names or [f"{k:04d}" for k in range(rgb.shape[0])]
+    if has_alpha is None:
+        has_alpha = np.full(rgb.shape[0], alpha is not None)
 
     def one(k: int) -> np.ndarray:
-        if alpha is not None:
+        if has_alpha[k]:
             return clean_mask(alpha[k] >= 128, smooth=False)
+        if mattes is not None:
+            return clean_mask(mattes[k] >= 128)
         return clean_mask(background_difference(rgb[k]))
 
     # OpenCV and numpy release the GIL on whole images, so threads use every core.

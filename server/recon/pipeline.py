@@ -32,7 +32,8 @@ from .carving import carve_concavities
 from .export import textured_mesh, write_mesh
 from .frames import IMAGE_SUFFIXES, Frames, load_frames
 from .hull import carve_hull
-from .masks import compute_masks
+from .masks import MATTING, frame_masks
+from .matting import DEFAULT_MODEL
 from .silhouettes import SilhouetteField
 from .surface import extract_surface
 from .texture import bake_texture, build_atlas, vertex_colours
@@ -60,6 +61,8 @@ class ReconOptions:
     face_budget: int = 10000
     texture_size: int = 1024
     formats: tuple[str, ...] = ("glb",)
+    matting: str = "auto"  # auto (learned when its model can run, else colour with a warning) | learned | colour
+    matting_model: str = DEFAULT_MODEL
 
     def __post_init__(self) -> None:
         if isinstance(self.direction, str):
@@ -76,6 +79,8 @@ class ReconOptions:
         # Given orbit parameters go through the orbit model's own checks (same fields, same messages).
         Orbit(num_frames=1, elevation_deg=_or(self.elevation_deg, 0.0), fov_deg=_or(self.fov_deg, 40.0),
               radius=_or(self.radius, DEFAULT_RADIUS), direction=_or(self.direction, 1))
+        if self.matting not in MATTING:
+            raise InputError(f"matting must be one of {', '.join(MATTING)}, got {self.matting!r}", field="matting")
         bad = [f for f in self.formats if f not in FORMATS]
         if bad or "glb" not in self.formats:
             raise InputError(f"formats must include glb and come from {FORMATS}, got {self.formats}", field="formats")
@@ -92,6 +97,7 @@ class ReconResult:
     mesh_path: Path | None
     transforms_path: Path
     manifest: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # what went less well (also in the manifest)
 
 
 class _Run:
@@ -120,7 +126,7 @@ def reconstruct(source: str | Path, out_dir: str | Path, options: ReconOptions |
     options = options or ReconOptions()
     source, out_dir = Path(source), Path(out_dir)
     run = _Run(8, progress, should_cancel)
-    frames, masks, orbit, cameras, calibration = _frames_masks_orbit(source, options, run)
+    frames, masks, orbit, cameras, calibration, (mask_info, warnings) = _frames_masks_orbit(source, options, run)
 
     turn = slice(0, orbit.period)  # a closing frame repeats frame 0: one turn is enough
     field_ = SilhouetteField(masks[turn], cameras.subset(np.arange(orbit.period)))
@@ -143,6 +149,8 @@ def reconstruct(source: str | Path, out_dir: str | Path, options: ReconOptions |
 
     section = {
         "calibration": calibration,
+        "masks": mask_info,
+        "warnings": warnings,
         "mesh": {"vertices": len(mesh.vertices), "faces": len(mesh.faces),
                  "watertight": bool(mesh.is_watertight), "winding_consistent": bool(mesh.is_winding_consistent),
                  "volume_m3": float(mesh.volume) if mesh.is_volume else None,
@@ -150,7 +158,7 @@ def reconstruct(source: str | Path, out_dir: str | Path, options: ReconOptions |
                  "texture_size": options.texture_size, "formats": list(options.formats)},
     }
     manifest = _commit(out_dir, frames, masks, orbit, cameras, options, run, section, write)
-    return ReconResult(orbit, cameras, out_dir / "mesh.glb", out_dir / "transforms.json", manifest)
+    return ReconResult(orbit, cameras, out_dir / "mesh.glb", out_dir / "transforms.json", manifest, warnings)
 
 
 def calibrate(source: str | Path, out_dir: str | Path, options: ReconOptions | None = None,
@@ -159,7 +167,7 @@ def calibrate(source: str | Path, out_dir: str | Path, options: ReconOptions | N
     options = options or ReconOptions()
     source, out_dir = Path(source), Path(out_dir)
     run = _Run(4, progress, None)
-    frames, masks, orbit, cameras, _ = _frames_masks_orbit(source, options, run)
+    frames, masks, orbit, cameras, *_ = _frames_masks_orbit(source, options, run)
     _commit(out_dir, frames, masks, orbit, cameras, options, run, None, None)
     return orbit
 
@@ -193,13 +201,16 @@ def orbit_cameras(job_dir: str | Path, options: ReconOptions | None = None, *, m
 
     The generation is never lost to its reconstruction: when the frames give no cameras or no mesh,
     ``transforms.json`` holds the nominal orbit (hints given, else defaults), ``manifest.json`` records the failure,
-    and the returned warning ``{code, message}`` says what failed. A cancel still raises.
+    and the returned warning ``{code, message}`` says what failed (or, on success, what went less well: e.g. masks
+    from colour alone). A cancel still raises.
     """
     job_dir = Path(job_dir)
     options = options or ReconOptions()
     try:
         if mesh:
-            return reconstruct(job_dir / "frames", job_dir, options, progress, should_cancel).orbit, None
+            result = reconstruct(job_dir / "frames", job_dir, options, progress, should_cancel)
+            notes = {"code": "reconstruction_warnings", "message": "; ".join(result.warnings)}
+            return result.orbit, notes if result.warnings else None
         if progress is not None:
             progress(STAGE, 0, 0, 0.0)
         return calibrate(job_dir / "frames", job_dir, options, progress), None
@@ -231,7 +242,7 @@ def _record_failure(job_dir: Path, section: dict) -> None:
 def _frames_masks_orbit(source: Path, options: ReconOptions, run: _Run):
     frames = load_frames(source)
     run.done("load")
-    masks = compute_masks(frames.rgb, frames.alpha, frames.names)
+    masks, mask_info, warnings = frame_masks(frames, options.matting, options.matting_model)
     run.done("masks")
     base = Orbit(num_frames=frames.count, radius=_or(options.radius, DEFAULT_RADIUS),
                  start_azimuth_deg=_or(options.start_azimuth_deg, 0.0))
@@ -245,7 +256,7 @@ def _frames_masks_orbit(source: Path, options: ReconOptions, run: _Run):
                    "score_px": round(result.score, 4), "evaluations": result.evaluations,
                    "seconds": round(time.perf_counter() - t0, 3)}
     run.done("orbit")
-    return frames, masks, result.orbit, result.orbit.cameras(), calibration
+    return frames, masks, result.orbit, result.orbit.cameras(), calibration, (mask_info, warnings)
 
 
 def _frame_paths(frames: Frames, out_dir: Path) -> tuple[list[str], bool]:

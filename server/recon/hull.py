@@ -13,7 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ReconstructionError
+from ..orbit import Cameras
 from .silhouettes import SilhouetteField
+
+FORGIVE_DEG = 5.0  # views within this much azimuth may see a point outside their masks before it dies
+POSE_SIGMA_DEG = {False: 0.0, True: 0.5}  # angular pose uncertainty: orbit given / estimated from the frames
+OBJECT_EXTENT = 0.2  # typical distance of the surface from the orbit centre, as a fraction of the orbit radius
 
 
 @dataclass
@@ -23,6 +28,20 @@ class Volume:
     values: np.ndarray
     origin: np.ndarray
     spacing: float
+
+
+def forgiving_field(masks: np.ndarray, cameras: Cameras, estimated: bool) -> SilhouetteField:
+    """The hull's silhouette field, voting: a point dies only when more views than span ``FORGIVE_DEG`` of the
+    turn see it outside their masks by more than the pose uncertainty can explain (in pixels at the object).
+
+    Forgiving more views fattens every hull (measured on the tuning objects: 5 % of 36 views costs 0.01–0.03
+    of F@0.02), so only one view's slip is forgiven on dense orbits; parts that colour loses in many views are
+    the matting's and the mask repair's to keep.
+    """
+    height, width = masks.shape[1:3]
+    # A pose error of σ moves a surface point at OBJECT_EXTENT·radius from the centre by σ·that many metres.
+    tolerance = math.radians(POSE_SIGMA_DEG[estimated]) * OBJECT_EXTENT * cameras.focal_px(width, height)
+    return SilhouetteField(masks, cameras, forgive=int(FORGIVE_DEG * len(cameras) / 360.0), tolerance_px=tolerance)
 
 
 def grid_points(origin: np.ndarray, spacing: float, shape: tuple[int, int, int]) -> np.ndarray:

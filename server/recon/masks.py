@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 SHADOW_MIN_BRIGHTNESS = 0.72  # darker than this (relative to the background) is foreground even without chroma
 MIN_CHROMA = 0.035  # floors on the thresholds, as fractions of full scale, for noise-free renders
 MIN_BRIGHTNESS = 0.06
+WEAK = 0.5  # fraction of the detection thresholds that counts as weak evidence of the object
+BRIDGE = 0.08  # gaps bridged by weak evidence, as a fraction of the object's extent in the frame
 
 
 def frame_masks(frames: Frames, matting: str = "auto", model: str = DEFAULT_MODEL,
@@ -104,7 +106,28 @@ def background_difference(image: np.ndarray) -> np.ndarray:
     bright_thr = max(MIN_BRIGHTNESS, 6.0 * b_sigma)
     raw = (chroma > chroma_thr) | (brightness > 1.0 + bright_thr) | (brightness < min(SHADOW_MIN_BRIGHTNESS,
                                                                                        1.0 - bright_thr))
+    # Weak evidence: beyond a fraction of the noise thresholds, darkening included (a shade of a pale object).
+    weak = (chroma > chroma_thr * WEAK) | (np.abs(brightness - 1.0) > bright_thr * WEAK)
+    raw = _repair_ambiguous(raw, weak)
     return _refine_edges(image.astype(np.float32) / 255.0, background, raw)
+
+
+def _repair_ambiguous(strong: np.ndarray, weak: np.ndarray) -> np.ndarray:
+    """Bites and holes where the object's colour nears the background's (white patches on white, black fur on
+    black): pixels with weak evidence that lie in the gaps a closing of the sure foreground bridges (about
+    ``BRIDGE`` of the object's size) join the object.
+
+    Plain background shows no evidence there, so real through-holes and gaps stay open.
+    """
+    ys, xs = np.nonzero(strong)
+    if len(ys) == 0:
+        return strong
+    radius = max(1, round(BRIDGE * max(np.ptp(ys), np.ptp(xs))))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    bridged = cv2.morphologyEx(strong.astype(np.uint8), cv2.MORPH_CLOSE, kernel)
+    # Not along the outline itself: a soft shadow touching the object must not grow it.
+    bridged = cv2.erode(bridged, np.ones((3, 3), np.uint8)) > 0
+    return strong | (bridged & weak)
 
 
 def _refine_edges(image: np.ndarray, background: np.ndarray, mask: np.ndarray) -> np.ndarray:

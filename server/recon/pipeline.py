@@ -31,10 +31,9 @@ from .calibration import calibrate_orbit
 from .carving import carve_concavities
 from .export import textured_mesh, write_mesh
 from .frames import IMAGE_SUFFIXES, Frames, load_frames
-from .hull import carve_hull
+from .hull import carve_hull, forgiving_field
 from .masks import MATTING, frame_masks
 from .matting import DEFAULT_MODEL
-from .silhouettes import SilhouetteField
 from .surface import extract_surface
 from .texture import bake_texture, build_atlas, vertex_colours
 
@@ -129,7 +128,8 @@ def reconstruct(source: str | Path, out_dir: str | Path, options: ReconOptions |
     frames, masks, orbit, cameras, calibration, (mask_info, warnings) = _frames_masks_orbit(source, options, run)
 
     turn = slice(0, orbit.period)  # a closing frame repeats frame 0: one turn is enough
-    field_ = SilhouetteField(masks[turn], cameras.subset(np.arange(orbit.period)))
+    field_ = forgiving_field(masks[turn], cameras.subset(np.arange(orbit.period)), options.calibrate or bool(
+        calibration["estimated"]))
     volume = carve_hull(field_, options.resolution)
     run.done("hull")
     carved = 0
@@ -137,6 +137,9 @@ def reconstruct(source: str | Path, out_dir: str | Path, options: ReconOptions |
         volume, carved = carve_concavities(volume, field_, frames.rgb[turn], masks[turn], field_.cameras)
     run.done("carving")
     mesh = extract_surface(volume, options.face_budget)
+    if not mesh.is_watertight:
+        warnings.append(f"the mesh is not closed: no closed surface of this object fits {options.face_budget} faces "
+                        "(raise the face budget for a closed one)")
     run.done("surface")
     vertices, faces, uv = build_atlas(mesh)
     texture = bake_texture(vertices, faces, uv, frames.rgb[turn], field_.cameras, options.texture_size)

@@ -4,6 +4,10 @@
 (positive inside) and ``π_k`` projects with camera ``k``. The visual hull is ``F ≥ 0``; because ``F``
 is continuous, marching cubes on it places the hull surface with sub-voxel accuracy, and its
 magnitude bounds how far the surface can be (which drives the coarse-to-fine evaluation).
+
+A forgiving field (``forgive = m``) takes the (m+1)-th smallest value instead of the minimum, plus a
+tolerance in pixels: a point then dies only when more than ``m`` views see it clearly outside, so one
+view's mask mistake (a part that matched the background there) cannot cut away what the others show.
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ class SilhouetteField:
     """``F(x)`` for a set of masks and their cameras (a subset of the frames when ``views`` is given)."""
 
     def __init__(self, masks: np.ndarray, cameras: Cameras, views: np.ndarray | None = None,
-                 sdt: np.ndarray | None = None) -> None:
+                 sdt: np.ndarray | None = None, forgive: int = 0, tolerance_px: float = 0.0) -> None:
         """``masks (N, H, W)`` and ``cameras`` (N of them); ``sdt``: the views' signed distances when already
-        known (calibration tries many orbits)."""
+        known (calibration tries many orbits); ``forgive`` views may disagree, each by ``tolerance_px``."""
+        self.forgive, self.tolerance_px = forgive, np.float32(tolerance_px)
         views = np.arange(masks.shape[0]) if views is None else np.asarray(views)
         self.height, self.width = masks.shape[1:3]
         # All views tiled into one image (column-major; cv2.remap takes at most 32766 rows and columns), so
@@ -89,4 +94,7 @@ class SilhouetteField:
             values[skip, np.arange(n)] = np.inf
         elif skip is not None:
             values[skip] = np.inf
-        return values.min(axis=0)
+        if self.forgive == 0:
+            return values.min(axis=0) + self.tolerance_px
+        return np.partition(values, min(self.forgive, count - 1), axis=0)[min(self.forgive, count - 1)] + \
+            self.tolerance_px

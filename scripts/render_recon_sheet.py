@@ -20,6 +20,7 @@ import trimesh
 from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from droplet3d.errors import ReconstructionError
 from droplet3d.orbit import Orbit
 from droplet3d.recon import ReconOptions, reconstruct
 from droplet3d.recon.export import BLENDER_TO_GLTF
@@ -61,29 +62,33 @@ def _row(name: str, args) -> Image.Image:
     orbit = Orbit(num_frames=args.frames, elevation_deg=elevation, fov_deg=fov, radius=2.5, direction=direction)
     frames = render(name, orbit, size=args.size, samples=8)
     truth = trimesh.load(frames / "truth.ply", force="mesh")
-    with tempfile.TemporaryDirectory() as tmp:
-        result = reconstruct(frames / "frames", Path(tmp) / "job", ReconOptions(radius=orbit.radius))
-        mesh = trimesh.load(result.mesh_path, force="mesh")
-        mesh.apply_transform(np.linalg.inv(BLENDER_TO_GLTF))
-        score = surface_scores(mesh, truth)["f@0.02"]
-        views = [Orbit(num_frames=1, elevation_deg=elevation, fov_deg=fov, radius=orbit.radius,
-                       start_azimuth_deg=a) for a in NEW_VIEWS]
-        ours = [render(result.mesh_path, v, size=args.size, transparent=True) for v in views]
-    theirs = [render(name, v, size=args.size) for v in views]
-    background = tuple(round(255 * c) for c in BACKGROUNDS.get(name, GREY))
+    views = [Orbit(num_frames=1, elevation_deg=elevation, fov_deg=fov, radius=orbit.radius, start_azimuth_deg=a)
+             for a in NEW_VIEWS]
     step = args.frames // 3
     tiles = [_open(frames / "frames" / f"{k:04d}.png") for k in (0, step, 2 * step)]
-    tiles.append(_cameras(orbit, result.cameras.centres()))
-    tiles += [_open(f / "frames" / "0000.png", background) for f in ours]
-    tiles += [_open(f / "frames" / "0000.png") for f in theirs]
+    background = tuple(round(255 * c) for c in BACKGROUNDS.get(name, GREY))
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            result = reconstruct(frames / "frames", Path(tmp) / "job", ReconOptions(radius=orbit.radius))
+        except ReconstructionError as exc:  # shown as it is: the sheet is for looking, failures included
+            caption = f"{name}: no mesh from the frames alone ({exc.code}: {exc})"
+            tiles += [Image.new("RGB", (TILE, TILE), (250, 250, 250))] * 3
+        else:
+            mesh = trimesh.load(result.mesh_path, force="mesh")
+            mesh.apply_transform(np.linalg.inv(BLENDER_TO_GLTF))
+            est = result.orbit
+            caption = (f"{name}: F@0.02 {surface_scores(mesh, truth)['f@0.02']:.2f} from the frames alone; "
+                       f"elevation {est.elevation_deg:.1f}° (true {elevation:.0f}°), fov {est.fov_deg:.1f}° "
+                       f"(true {fov:.0f}°), {'ccw' if est.direction > 0 else 'cw'} "
+                       f"(true {'ccw' if direction > 0 else 'cw'}), {len(mesh.faces)} faces")
+            tiles.append(_cameras(orbit, result.cameras.centres()))
+            tiles += [_open(render(result.mesh_path, v, size=args.size, transparent=True) / "frames" / "0000.png",
+                            background) for v in views]
+    tiles += [_open(render(name, v, size=args.size) / "frames" / "0000.png") for v in views]
     row = Image.new("RGB", (TILE * len(tiles), TILE + 22), (255, 255, 255))
     for i, tile in enumerate(tiles):
         row.paste(tile, (i * TILE, 22))
-    est = result.orbit
-    ImageDraw.Draw(row).text(
-        (6, 4), f"{name}: F@0.02 {score:.2f} from the frames alone; elevation {est.elevation_deg:.1f}° "
-        f"(true {elevation:.0f}°), fov {est.fov_deg:.1f}° (true {fov:.0f}°), {'ccw' if est.direction > 0 else 'cw'} "
-        f"(true {'ccw' if direction > 0 else 'cw'})", font=_font(), fill=(20, 20, 20))
+    ImageDraw.Draw(row).text((6, 4), caption, font=_font(), fill=(20, 20, 20))
     return row
 
 

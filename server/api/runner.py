@@ -38,7 +38,8 @@ def validate_generation(params: dict[str, Any]) -> None:
 
 RECON_FIELDS = {"elevation_deg": "orbit.elevation", "fov_deg": "orbit.fov", "radius": "orbit.radius",
                 "direction": "orbit.direction", "start_azimuth_deg": "orbit.start_azimuth", "closed": "orbit.closed",
-                "resolution": "mesh.resolution", "face_budget": "mesh.face_budget", "texture_size": "mesh.texture_size"}
+                "resolution": "mesh.resolution", "face_budget": "mesh.face_budget", "texture_size": "mesh.texture_size",
+                "matting": "mesh.matting"}
 
 
 def validate_recon(params: dict[str, Any]) -> None:

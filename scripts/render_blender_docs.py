@@ -25,7 +25,7 @@ from types import SimpleNamespace
 
 from bench_blender import REPO, SERVER_BIN, start_server
 
-ORBIT = {"elevation": 20.0, "fov": 45.0}
+ORBIT = {"elevation": 20.0, "fov": 45.0, "direction": "ccw", "closed": False}  # as rendered
 
 
 def frustum(name: str, cam, coll):
@@ -49,11 +49,12 @@ def frustum(name: str, cam, coll):
 
 
 def orbit_frames(out: Path, frames: int = 24, size: int = 160) -> Path:
-    """A rendered orbit of the painted vase on grey (``render_orbit.py``, under the server's venv; cached)."""
+    """A rendered orbit of the painted vase, cut out (alpha, as the add-on's own renders are), from ``render_orbit.py``
+    under the server's venv (cached)."""
     code = (f"import sys; sys.path.insert(0, {str(REPO / 'scripts')!r}); from render_orbit import render; "
             "from droplet3d.orbit import Orbit; "
             f"print(render('vase_textured', Orbit(num_frames={frames}, elevation_deg={ORBIT['elevation']}, "
-            f"fov_deg={ORBIT['fov']}, radius=2.5), size={size}))")
+            f"fov_deg={ORBIT['fov']}, radius=2.5), size={size}, transparent=True))")
     folder = subprocess.run([str(SERVER_BIN / "python"), "-c", code], check=True, capture_output=True, text=True,
                             timeout=1800).stdout.strip().splitlines()[-1]
     out.mkdir(parents=True)
@@ -220,12 +221,12 @@ def main() -> int:
         orange = bpy.data.materials.new("Frustum")
         orange.diffuse_color = (1.0, 0.45, 0.05, 1.0)
         cams = sorted((o for o in coll.all_objects if " Camera " in o.name), key=lambda o: o.name)
-        for cam in cams[::2]:
+        for cam in cams[::4]:
             frustum(f"Frustum {cam.name}", cam, wires).data.materials.append(orange)
         source.hide_render = True
         view = bpy.data.objects.new("Doc View", bpy.data.cameras.new("Doc View"))
         scene.collection.objects.link(view)
-        view.location = rig.matrix_world.to_translation() + Vector((2.9, -3.6, 2.4))
+        view.location = rig.matrix_world.to_translation() + Vector((3.2, -4.0, 2.6))
         view.rotation_euler = (rig.matrix_world.to_translation() - view.location).to_track_quat("-Z", "Y").to_euler()
         view.data.lens = 40
         scene.camera = view

@@ -66,7 +66,9 @@ def _row(name: str, args) -> Image.Image:
              for a in NEW_VIEWS]
     step = args.frames // 3
     tiles = [_open(frames / "frames" / f"{k:04d}.png") for k in (0, step, 2 * step)]
-    background = tuple(round(255 * c) for c in BACKGROUNDS.get(name, GREY))
+    # Blender's world colour is linear; the frames show it through the sRGB transform.
+    background = tuple(round(255 * (1.055 * c ** (1 / 2.4) - 0.055 if c > 0.0031308 else 12.92 * c))
+                       for c in BACKGROUNDS.get(name, GREY))
     with tempfile.TemporaryDirectory() as tmp:
         try:
             result = reconstruct(frames / "frames", Path(tmp) / "job", ReconOptions(radius=orbit.radius))

@@ -2,7 +2,7 @@
 the cameras estimated from the frames alone beside the true ones (top view), and the textured mesh from two
 new angles beside the true object from the same angles.
 
-    .venv/bin/python scripts/render_recon_sheet.py [--objects panda pale ...] [--frames 36 --size 256]
+    .venv/bin/python scripts/render_recon_sheet.py [--objects panda pale ...] [--frames 36 --size 192]
 
 Blender renders the orbits and both meshes (ours unlit, showing the baked texture; the truth lit as in the
 frames); the reconstruction runs here, from the frames alone (only the radius, the scale gauge, is given).
@@ -38,7 +38,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--objects", nargs="+", default=list(HELD_OUT_OBJECTS), choices=list(ORBITS))
     parser.add_argument("--frames", type=int, default=36)
-    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--size", type=int, default=192)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "recon-sheet.png")
     args = parser.parse_args()
     rows = []

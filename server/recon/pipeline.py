@@ -27,7 +27,7 @@ from .. import __version__
 from ..errors import Cancelled, InputError, ReconstructionError
 from ..files import write_json_atomic
 from ..orbit import DEFAULT_ELEVATION_DEG, DEFAULT_FOV_DEG, DEFAULT_RADIUS, Cameras, Orbit, write_transforms
-from .calibration import calibrate_orbit
+from .cameras import estimate_cameras
 from .carving import carve_concavities
 from .export import textured_mesh, write_mesh
 from .frames import IMAGE_SUFFIXES, Frames, load_frames
@@ -55,6 +55,7 @@ class ReconOptions:
     start_azimuth_deg: float | None = None
     closed: bool | None = None
     calibrate: bool = False  # estimate elevation/fov/direction/closed even when given
+    per_frame: bool = True  # each frame's own pose from feature tracks (False: the uniform orbit)
     resolution: int = 128  # grid cells along the object's longest side
     carve: bool = True  # photo-consistency carving of concavities
     face_budget: int = 10000
@@ -92,6 +93,7 @@ class ReconResult:
     mesh_path: Path | None
     transforms_path: Path
     manifest: dict = field(default_factory=dict)
+    warnings: list[dict] = field(default_factory=list)  # {code, field, message}: e.g. a prior used for a camera
 
 
 class _Run:
@@ -150,18 +152,23 @@ def reconstruct(source: str | Path, out_dir: str | Path, options: ReconOptions |
                  "texture_size": options.texture_size, "formats": list(options.formats)},
     }
     manifest = _commit(out_dir, frames, masks, orbit, cameras, options, run, section, write)
-    return ReconResult(orbit, cameras, out_dir / "mesh.glb", out_dir / "transforms.json", manifest)
+    return ReconResult(orbit, cameras, out_dir / "mesh.glb", out_dir / "transforms.json", manifest,
+                       calibration["warnings"])
 
 
 def calibrate(source: str | Path, out_dir: str | Path, options: ReconOptions | None = None,
               progress: Progress | None = None) -> Orbit:
     """The cheap part only: masks and the orbit; writes ``transforms.json`` and ``masks/`` into ``out_dir``."""
     options = options or ReconOptions()
-    source, out_dir = Path(source), Path(out_dir)
+    return _calibrate(source, out_dir, options, progress)[0]
+
+
+def _calibrate(source: Path, out_dir: Path, options: ReconOptions, progress: Progress | None,
+               ) -> tuple[Orbit, list[dict]]:
     run = _Run(4, progress, None)
-    frames, masks, orbit, cameras, _ = _frames_masks_orbit(source, options, run)
-    _commit(out_dir, frames, masks, orbit, cameras, options, run, None, None)
-    return orbit
+    frames, masks, orbit, cameras, calibration = _frames_masks_orbit(Path(source), options, run)
+    _commit(Path(out_dir), frames, masks, orbit, cameras, options, run, {"calibration": calibration}, None)
+    return orbit, calibration["warnings"]
 
 
 def write_nominal_transforms(job_dir: str | Path, options: ReconOptions | None = None) -> Orbit:
@@ -199,10 +206,12 @@ def orbit_cameras(job_dir: str | Path, options: ReconOptions | None = None, *, m
     options = options or ReconOptions()
     try:
         if mesh:
-            return reconstruct(job_dir / "frames", job_dir, options, progress, should_cancel).orbit, None
+            result = reconstruct(job_dir / "frames", job_dir, options, progress, should_cancel)
+            return result.orbit, _camera_warning(result.warnings)
         if progress is not None:
             progress(STAGE, 0, 0, 0.0)
-        return calibrate(job_dir / "frames", job_dir, options, progress), None
+        orbit, warnings = _calibrate(job_dir / "frames", job_dir, options, progress)
+        return orbit, _camera_warning(warnings)
     except Cancelled:
         raise
     except Exception as exc:  # a bug in a late stage must not cost the generation either
@@ -215,6 +224,13 @@ def orbit_cameras(job_dir: str | Path, options: ReconOptions | None = None, *, m
                    "nominal orbit (given hints, else the default elevation, fov and direction)")
         _record_failure(job_dir, {"status": "failed", "code": code, "message": str(exc), "nominal_orbit": True})
         return orbit, {"code": "reconstruction_failed" if mesh else "nominal_cameras", "message": message}
+
+
+def _camera_warning(warnings: list[dict]) -> dict | None:
+    """The calibration's warnings as the job's one warning (the cameras rest on priors somewhere)."""
+    if not warnings:
+        return None
+    return {"code": "camera_prior", "message": "; ".join(w["message"] for w in warnings)}
 
 
 def _record_failure(job_dir: Path, section: dict) -> None:
@@ -240,12 +256,14 @@ def _frames_masks_orbit(source: Path, options: ReconOptions, run: _Run):
     if options.calibrate:
         given = dict.fromkeys(given)
     t0 = time.perf_counter()
-    result = calibrate_orbit(masks, base, frames.rgb, **given)
-    calibration = {"estimated": sorted(k for k, v in given.items() if v is None),
-                   "score_px": round(result.score, 4), "evaluations": result.evaluations,
+    estimate = estimate_cameras(frames.rgb, masks, base, **given, per_frame=options.per_frame)
+    for warning in estimate.warnings:
+        log.warning("%s", warning["message"])
+    calibration = {"estimated": sorted(k for k, v in given.items() if v is None), **estimate.report,
+                   "confidence": estimate.confidence, "warnings": estimate.warnings,
                    "seconds": round(time.perf_counter() - t0, 3)}
     run.done("orbit")
-    return frames, masks, result.orbit, result.orbit.cameras(), calibration
+    return frames, masks, estimate.orbit, estimate.cameras, calibration
 
 
 def _frame_paths(frames: Frames, out_dir: Path) -> tuple[list[str], bool]:
@@ -276,7 +294,9 @@ def _commit(out_dir: Path, frames: Frames, masks: np.ndarray, orbit: Orbit, came
             cv2.imwrite(str(staging / "masks" / f"{k:04d}.png"), masks[k].astype(np.uint8) * 255,
                         [cv2.IMWRITE_PNG_COMPRESSION, 1])
         width, height = frames.size
-        write_transforms(staging / "transforms.json", orbit, width, height, paths, cameras)
+        calibration = (section or {}).get("calibration") or {}
+        extra = {"calibration": {k: calibration[k] for k in ("confidence", "warnings") if k in calibration}}
+        write_transforms(staging / "transforms.json", orbit, width, height, paths, cameras, extra)
         manifest: dict = {}
         if write is not None:
             write(staging)

@@ -124,8 +124,11 @@ def _outline(mask: np.ndarray, count: int) -> np.ndarray:
 
 def calibrate_orbit(masks: np.ndarray, base: Orbit, rgb: np.ndarray | None = None, *,
                     elevation: float | None = None, fov: float | None = None, direction: int | None = None,
-                    closed: bool | None = None) -> Calibration:
-    """Estimate the orbit parameters given as None; the others (and radius/start azimuth) come from ``base``."""
+                    closed: bool | None = None, polish: bool = True) -> Calibration:
+    """Estimate the orbit parameters given as None; the others (and radius/start azimuth) come from ``base``.
+
+    ``polish=False`` stops before the last, fine-mask search (a per-frame refinement follows; see
+    :func:`polish_orbit`)."""
     if closed is None:
         closed = detect_closed_loop(masks, rgb)
     base = replace(base, closed=closed)
@@ -164,15 +167,25 @@ def calibrate_orbit(masks: np.ndarray, base: Orbit, rgb: np.ndarray | None = Non
         evaluations += result[-1]
         if best is None or result[0] < best[0]:
             best = (*result[:3], s, result[-1])
-    _, theta, phi, s, _ = best
-    fine = OutlineScore(masks, size=160, views=16, outline_points=80, depth_samples=32)
-    score, theta, phi, count = _pattern_search(lambda t, p: fine(make(t, p, s)), theta, phi, elevation is None,
-                                               fov is None, step_theta=1.0, step_phi=0.625)
-    evaluations += count
+    score, theta, phi, s, _ = best
     uncertainty, count = _uncertainty(lambda t, p: middle(make(t, p, s)), theta, phi, elevation is None,
                                       fov is None, middle.size)
     evaluations += count
-    return Calibration(make(theta, phi, s), score, evaluations, uncertainty, margin)
+    calibration = Calibration(make(theta, phi, s), score, evaluations, uncertainty, margin)
+    return polish_orbit(masks, calibration, elevation is None, fov is None) if polish else calibration
+
+
+def polish_orbit(masks: np.ndarray, calibration: Calibration, free_theta: bool, free_phi: bool) -> Calibration:
+    """The calibration's last step: a fine-mask search around its estimate (a fine score, sub-degree steps)."""
+    orbit = calibration.orbit
+    if not (free_theta or free_phi):
+        return calibration
+    fine = OutlineScore(masks, size=160, views=16, outline_points=80, depth_samples=32)
+    score, theta, phi, count = _pattern_search(
+        lambda t, p: fine(replace(orbit, elevation_deg=t, fov_deg=p)), orbit.elevation_deg, orbit.fov_deg,
+        free_theta, free_phi, step_theta=1.0, step_phi=0.625)
+    return replace(calibration, orbit=replace(orbit, elevation_deg=theta, fov_deg=phi), score=score,
+                   evaluations=calibration.evaluations + count)
 
 
 def refine_with_cameras(masks: np.ndarray, cameras_at: Callable[[float, float], Cameras], theta: float, phi: float,

@@ -26,7 +26,7 @@ from scipy import sparse
 from threadpoolctl import threadpool_limits
 
 from ..orbit import DEFAULT_FOV_DEG, Cameras, Orbit, focal_from_fov
-from .calibration import UNDETERMINED_DEG, OutlineScore, calibrate_orbit, refine_with_cameras
+from .calibration import UNDETERMINED_DEG, OutlineScore, calibrate_orbit, polish_orbit, refine_with_cameras
 from .tracks import Tracks, track_features
 
 MIN_TRACKS = 30  # fewer tracks than this cannot pin every frame: the uniform orbit stays
@@ -42,7 +42,8 @@ MAX_POINTS = 600  # the longest tracks are kept: cost grows with them, accuracy 
 FLOW_AGREEMENT = 0.8  # share of frame pairs whose tracks must move the same way to fix the direction
 DIRECTION_MARGIN = 0.15  # the other direction must score this much worse (relative) for the silhouettes to decide
 PRIOR_ELEVATION_DEG = 0.0  # REFERENCE.md §4: the training orbits start from an eye-level view
-UNMEASURED_STD_DEG = 6.0  # an estimate less sure than this is no measurement: its prior is used
+UNMEASURED_STD_DEG = UNDETERMINED_DEG / 2.0  # nothing told the values apart: the prior is used
+UNCERTAIN_STD_DEG = 4.0  # a measured value this unsure is kept, with a warning
 REFEREE_PX, REFEREE_SHARE = 0.02, 0.1  # how much worse than the uniform orbit per-frame poses may fit the outlines
 TRACK_PRIOR_DEG = 10.0  # how far the bundle adjustment may move the silhouettes' elevation and fov
 # The bundle adjustment's own standard deviation of the elevation leaves out its model's error (zoom taken as a
@@ -391,7 +392,8 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
     Parameters given (not None) are kept.
     """
     given = {"elevation": elevation, "fov": fov, "direction": direction, "closed": closed}
-    cal = calibrate_orbit(masks, base, rgb, **given)
+    # Without per-frame poses the uniform orbit is the answer: polish it now; else only if the referee keeps it.
+    cal = calibrate_orbit(masks, base, rgb, **given, polish=not per_frame)
     orbit = cal.orbit
     h, w = masks.shape[1:3]
     report: dict = {"silhouette_score_px": round(cal.score, 4), "evaluations": cal.evaluations}
@@ -404,7 +406,7 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
         if agreement >= FLOW_AGREEMENT:
             direction_source = "tracks"
             if flow_direction != orbit.direction:
-                cal = calibrate_orbit(masks, base, rgb, **{**given, "direction": flow_direction})
+                cal = calibrate_orbit(masks, base, rgb, **{**given, "direction": flow_direction}, polish=False)
                 orbit = cal.orbit
     if direction_source == "silhouettes" and cal.direction_margin < DIRECTION_MARGIN:
         direction_source = "prior"
@@ -471,6 +473,7 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
         if scores[0] <= scores[1] + max(REFEREE_PX, REFEREE_SHARE * scores[1]):
             cameras = per_frame
         else:
+            cal = polish_orbit(masks, cal, elevation is None, fov is None)
             orbit, cameras = cal.orbit, cal.orbit.cameras()
             confidence["azimuth_deg"] = {"source": "silhouettes", "uniform": True}
             for name, value in (("elevation_deg", orbit.elevation_deg), ("fov_deg", orbit.fov_deg)):
@@ -517,12 +520,19 @@ def _apply_priors(confidence: dict) -> list[dict]:
               "fov_deg": (DEFAULT_FOV_DEG, "a typical object-render field of view")}
     for name, (value, why) in priors.items():
         entry = confidence[name]
-        if entry["source"] != "given" and entry["std"] > UNMEASURED_STD_DEG:
+        label = name.removesuffix("_deg")
+        if entry["source"] == "given":
+            continue
+        if entry["std"] >= UNMEASURED_STD_DEG:
             entry.update(value=value, source="prior")
             warnings.append({"code": "camera_prior", "field": name,
-                             "message": f"{name.removesuffix('_deg')} could not be measured from these frames (an "
-                                        f"untextured body of revolution looks the same from every side): using "
-                                        f"the prior {value:g}° ({why})"})
+                             "message": f"{label} could not be measured from these frames (an untextured body "
+                                        f"of revolution looks the same from every side): using the prior "
+                                        f"{value:g}° ({why})"})
+        elif entry["std"] > UNCERTAIN_STD_DEG:
+            warnings.append({"code": "camera_uncertain", "field": name,
+                             "message": f"{label} is only loosely fixed by these frames: "
+                                        f"{entry['value']:.1f}° ± {entry['std']:.0f}°"})
     if confidence["direction"]["source"] == "prior":
         warnings.append({"code": "camera_prior", "field": "direction",
                          "message": "the turning direction could not be measured from these frames: assuming "

@@ -227,10 +227,11 @@ def orbit_cameras(job_dir: str | Path, options: ReconOptions | None = None, *, m
 
 
 def _camera_warning(warnings: list[dict]) -> dict | None:
-    """The calibration's warnings as the job's one warning (the cameras rest on priors somewhere)."""
+    """The calibration's warnings as the job's one warning (the cameras rest on priors, or are unsure)."""
     if not warnings:
         return None
-    return {"code": "camera_prior", "message": "; ".join(w["message"] for w in warnings)}
+    code = "camera_prior" if any(w["code"] == "camera_prior" for w in warnings) else warnings[0]["code"]
+    return {"code": code, "message": "; ".join(w["message"] for w in warnings)}
 
 
 def _record_failure(job_dir: Path, section: dict) -> None:

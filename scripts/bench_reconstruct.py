@@ -124,7 +124,8 @@ def _run(suite: str, name: str, mode: str, frames: Path, orbit: Orbit, truth: Ca
     row = {"suite": suite, "object": name, "group": "held-out" if name in HELD_OUT else "tune", "mode": mode,
            "frames": orbit.num_frames, "size": args.size, "process_s": wall}
     if proc.returncode != 0 or not (out / "job" / "mesh.glb").exists():
-        error = (proc.stderr.strip().splitlines() or ["no output"])[-2 if "PEAK_KB" in proc.stderr else -1]
+        lines = [x for x in proc.stderr.splitlines() if x.strip() and not x.startswith(("PEAK_KB", "Command exited"))]
+        error = lines[-1].rsplit("\r", 1)[-1] if lines else "no output"
         return {**row, "error": error}
     peak_kb = int(proc.stderr.rsplit("PEAK_KB", 1)[1].split()[0])
     manifest = json.loads((out / "job" / "manifest.json").read_text())

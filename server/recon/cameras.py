@@ -43,6 +43,8 @@ FLOW_AGREEMENT = 0.8  # share of frame pairs whose tracks must move the same way
 DIRECTION_MARGIN = 0.15  # the other direction must score this much worse (relative) for the silhouettes to decide
 PRIOR_ELEVATION_DEG = 0.0  # REFERENCE.md §4: the training orbits start from an eye-level view
 UNMEASURED_STD_DEG = UNDETERMINED_DEG / 2.0  # nothing told the values apart: the prior is used
+MIN_STEP_SHARE = 0.2  # a step shorter than this share of the mean (or backwards) is no generated orbit's
+MAX_TURN_ERROR_DEG = 45.0  # generated turns miss 360° by far less
 UNCERTAIN_STD_DEG = 4.0  # a measured value this unsure is kept, with a warning
 REFEREE_PX, REFEREE_SHARE = 0.02, 0.1  # how much worse than the uniform orbit per-frame poses may fit the outlines
 TRACK_PRIOR_DEG = 10.0  # how far the bundle adjustment may move the silhouettes' elevation and fov
@@ -177,6 +179,7 @@ class _Problem:
             np.degrees(delta) / ELEVATION_JITTER_DEG,
             zeta / ZOOM_JITTER,
             [np.mean(zeta) / 1e-3],  # the radius is the scale gauge
+            [np.mean(delta) / 1e-3],  # Θ is the mean elevation (so a given one is kept)
             np.degrees(np.diff(phi, 2)) / self.speed_change_deg if n > 2 else [],
             [(x[3 * n - 1] - self.theta_prior) / self.theta_std],
             [(x[3 * n] - self.fov_prior) / self.fov_std],
@@ -238,7 +241,8 @@ class _Problem:
         put(row + np.arange(n), 2 * n - 1 + np.arange(n), np.full(n, 1.0 / ZOOM_JITTER))
         row += n
         put(np.full(n, row), 2 * n - 1 + np.arange(n), np.full(n, 1.0 / (n * 1e-3)))
-        row += 1
+        put(np.full(n, row + 1), n - 1 + np.arange(n), np.full(n, 1.0 / (n * 1e-3)))
+        row += 2
         scale = math.degrees(1.0) / self.speed_change_deg
         for i, w in enumerate((1.0, -2.0, 1.0)):  # φ_{r} − 2φ_{r+1} + φ_{r+2}; φ_0 is fixed
             c = np.arange(max(n - 2, 0)) + i
@@ -418,6 +422,10 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
         report.update(tracks=tracks.count, observations=len(tracks.frame))
         fit = adjust_cameras(tracks, orbit, w, h, _prior_std(elevation, uncertainty["elevation_deg"]),
                              _prior_std(fov, uncertainty["fov_deg"]))
+        if fit is not None and not _one_turn(fit, orbit):
+            # Features fixed to the world, not the object (shading on an untextured body), describe no turn.
+            report["tracks_rejected"] = "the tracked poses do not make one turn in one direction"
+            fit = None
     tracked = {"elevation_deg": math.inf, "fov_deg": math.inf}
     cameras_at, by_tracks = None, {}
     theta, phi = orbit.elevation_deg, orbit.fov_deg
@@ -480,6 +488,15 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
                 if confidence[name]["source"] not in ("given", "prior"):
                     confidence[name].update(value=value, std=cal.uncertainty[name] / 2.0, source="silhouettes")
     return CameraEstimate(orbit, cameras, _rounded(confidence), warnings, report)
+
+
+def _one_turn(fit: FrameCameras, orbit: Orbit) -> bool:
+    """Whether the fitted azimuths advance every frame in the orbit's direction and add up to about its turn."""
+    steps = orbit.direction * np.diff(fit.azimuth_deg)
+    nominal = 360.0 / orbit.period
+    turn = float(np.sum(steps))
+    expected = nominal * (orbit.num_frames - 1)
+    return bool(steps.min() > MIN_STEP_SHARE * nominal and abs(turn - expected) <= MAX_TURN_ERROR_DEG)
 
 
 def _flow_direction(tracks: Tracks, frames: int) -> tuple[int, float]:

@@ -13,6 +13,10 @@ with and without a texture, and a chair with thin legs and concavities.
 
 Renders are cached under ``.cache/renders/<object>-<size>-<hash of the spec>`` (ignored by git;
 ``DROPLET_RENDER_CACHE`` moves it).
+
+``render(..., perturbation=Perturbation())`` renders a generated-like orbit instead of a perfect turntable
+(issue 9's measurements of generated videos): uneven angular speed, per-frame azimuth and elevation jitter,
+zoom wobble, brightness flicker and pixel noise. The true per-frame poses go to ``truth.json``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,15 +44,50 @@ SPEC_VERSION = 6  # bump when every scene changes so cached renders are redone
 SCENE_VERSIONS = {"cup": 3}  # bump one object's entry when only that scene changes
 
 
+@dataclass(frozen=True)
+class Perturbation:
+    """How a generated orbit departs from a perfect turntable (defaults: issue 9's measurements)."""
+
+    drift_deg: float = 12.0  # the angular speed drifts: up to this far ahead of or behind uniform over the turn
+    azimuth_jitter_deg: float = 0.6  # per-frame standard deviations
+    elevation_jitter_deg: float = 0.4
+    zoom: float = 0.015  # ± relative change of the field of view
+    flicker: float = 0.04  # ± relative brightness
+    noise: float = 3.0  # pixel noise standard deviation, in 8-bit levels
+    seed: int = 0
+
+    def poses(self, orbit) -> dict:
+        """Per-frame ``azimuth_deg``, ``elevation_deg``, ``fov_deg`` and brightness ``gain`` (lists) for ``orbit``."""
+        import numpy as np
+
+        rng = np.random.default_rng(self.seed)
+        n = orbit.num_frames
+        t = np.arange(n) / orbit.period
+        # Smooth drift: two random harmonics, zero at frame 0 and scaled so its largest excursion is drift_deg. The
+        # end of the turn lands off 360° too.
+        drift = sum(rng.uniform(0.5, 1.0) * np.sin(2 * np.pi * h * t + rng.uniform(0, 2 * np.pi)) for h in (1, 2))
+        drift = drift - drift[0]
+        drift *= self.drift_deg / max(float(np.abs(drift).max()), 1e-9)
+        jitter = rng.normal(0.0, self.azimuth_jitter_deg, n)
+        jitter[0] = 0.0  # frame 0 keeps the start azimuth (the heading gauge)
+        azimuth = orbit.azimuths_deg() + orbit.direction * drift + jitter
+        elevation = orbit.elevation_deg + rng.normal(0.0, self.elevation_jitter_deg, n)
+        fov = orbit.fov_deg * (1.0 + self.zoom * np.sin(2 * np.pi * rng.uniform(1.5, 3.0) * t + rng.uniform(0, 6.3)))
+        gain = 1.0 + self.flicker * np.clip(rng.normal(0.0, 0.5, n), -1.0, 1.0)
+        return {"azimuth_deg": azimuth.tolist(), "elevation_deg": elevation.tolist(), "fov_deg": fov.tolist(),
+                "gain": gain.tolist()}
+
+
 def render(obj: str | Path, orbit, size: int = 128, samples: int = 8, transparent: bool = False,
            background: tuple[float, float, float] | None = None, cache: Path = CACHE,
-           width: int | None = None) -> Path:
+           width: int | None = None, perturbation: Perturbation | None = None) -> Path:
     """Render ``obj`` along ``orbit`` (a ``droplet3d.orbit.Orbit``); returns the cached render folder.
 
     ``obj`` is one of ``OBJECTS`` (lit by a sun and the world) or the path of a ``.glb`` to show
     unlit (its base colour as emission, for comparing a baked texture with the true frames).
     ``background`` defaults to the object's own (``BACKGROUNDS``, else grey).
-    The folder holds ``frames/0000.png…`` (RGB, or RGBA when ``transparent``) and ``truth.ply``.
+    The folder holds ``frames/0000.png…`` (RGB, or RGBA when ``transparent``) and ``truth.ply``; with a
+    ``perturbation``, also ``truth.json`` (every frame's true azimuth, elevation, fov and camera matrix).
     """
     if background is None:
         background = BACKGROUNDS.get(str(obj), GREY)
@@ -62,6 +102,13 @@ def render(obj: str | Path, orbit, size: int = 128, samples: int = 8, transparen
         "transparent": transparent, "background": list(background), "fov_deg": orbit.fov_deg,
         "cameras": orbit.camera_to_world().round(12).tolist(),
     }
+    if perturbation is not None:
+        from droplet3d.orbit import Cameras
+
+        poses = perturbation.poses(orbit)
+        cameras = Cameras.on_sphere(poses["azimuth_deg"], poses["elevation_deg"], orbit.radius, orbit.fov_deg)
+        spec.update(cameras=cameras.c2w.round(12).tolist(), fovs=poses["fov_deg"],
+                    perturbation=asdict(perturbation))
     if str(obj) in SCENE_VERSIONS:
         spec["scene"] = SCENE_VERSIONS[str(obj)]
     if glb is not None:
@@ -76,8 +123,26 @@ def render(obj: str | Path, orbit, size: int = 128, samples: int = 8, transparen
                           timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"Blender render failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    if perturbation is not None:
+        _flicker_and_noise(folder / "frames", poses["gain"], perturbation)
+        (folder / "truth.json").write_text(json.dumps({**poses, "radius": orbit.radius, "direction": orbit.direction,
+                                                       "closed": orbit.closed, "cameras": spec["cameras"]}))
     (folder / "done").write_text("ok")
     return folder
+
+
+def _flicker_and_noise(frames: Path, gain: list[float], perturbation: Perturbation) -> None:
+    """Scale each frame's brightness by its gain and add Gaussian pixel noise (alpha, if any, untouched)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(perturbation.seed + 1)
+    for k, g in enumerate(gain):
+        path = frames / f"{k:04d}.png"
+        image = np.asarray(Image.open(path)).astype(np.float32)
+        rgb = image[..., :3] * g + rng.normal(0.0, perturbation.noise, image[..., :3].shape)
+        image[..., :3] = rgb
+        Image.fromarray(np.clip(image.round(), 0, 255).astype(np.uint8)).save(path)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -395,8 +460,10 @@ def main(spec_path: str) -> None:
 
     frames = out / "frames"
     frames.mkdir(exist_ok=True)
+    fovs = spec.get("fovs") or [spec["fov_deg"]] * len(spec["cameras"])
     for k, c2w in enumerate(spec["cameras"]):
         cam.matrix_world = Matrix(c2w)
+        cam.data.angle = math.radians(fovs[k])
         scene.render.filepath = str(frames / f"{k:04d}.png")
         bpy.ops.render.render(write_still=True)
 

@@ -74,11 +74,11 @@ class Orbit:
 
     def camera_to_world(self) -> np.ndarray:
         """``(N, 4, 4) float64`` camera-to-world matrices (camera looks down −Z, +Y up)."""
-        return np.stack([look_at(p) for p in self.positions()])
+        return self.cameras().c2w
 
     def cameras(self) -> Cameras:
         """The uniform orbit's per-frame cameras."""
-        return Cameras(self.camera_to_world(), self.fov_deg)
+        return Cameras.on_sphere(self.azimuths_deg(), self.elevation_deg, self.radius, self.fov_deg)
 
     def focal_px(self, width: int, height: int) -> float:
         return focal_from_fov(self.fov_deg, width, height)
@@ -161,8 +161,17 @@ class Cameras:
     def on_sphere(cls, azimuth_deg: np.ndarray, elevation_deg: np.ndarray, distance: np.ndarray,
                   fov_deg: float) -> Cameras:
         """Cameras at per-frame azimuth, elevation and distance (arrays or scalars), each looking at the origin."""
-        a, e, d = np.broadcast_arrays(np.atleast_1d(azimuth_deg), elevation_deg, distance)
-        return cls(np.stack([look_at(camera_position(*x)) for x in zip(a, e, d, strict=True)]), float(fov_deg))
+        a, e, d = np.broadcast_arrays(np.radians(np.atleast_1d(azimuth_deg)), np.radians(elevation_deg), distance)
+        sa, ca, se, ce = np.sin(a), np.cos(a), np.sin(e), np.cos(e)
+        # look_at's axes in closed form: right = (cos φ, sin φ, 0), up = (−sin φ sin θ, cos φ sin θ, cos θ), and
+        # the camera's +Z points away from the origin.
+        c2w = np.zeros((len(a), 4, 4))
+        c2w[:, :3, 0] = np.stack([ca, sa, np.zeros_like(a)], 1)
+        c2w[:, :3, 1] = np.stack([-sa * se, ca * se, ce], 1)
+        c2w[:, :3, 2] = np.stack([sa * ce, -ca * ce, se], 1)
+        c2w[:, :3, 3] = d[:, None] * c2w[:, :3, 2]
+        c2w[:, 3, 3] = 1.0
+        return cls(c2w, float(fov_deg))
 
     def __len__(self) -> int:
         return len(self.c2w)

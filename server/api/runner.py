@@ -73,7 +73,8 @@ def run_job(mode: str, params: dict[str, Any], inputs: dict[str, str], job_dir: 
         from ..recon import reconstruct
 
         source = job_dir / inputs["source"]
-        reconstruct(source, job_dir, recon_options(params), progress=progress, should_cancel=should_cancel)
+        result = reconstruct(source, job_dir, recon_options(params), progress=progress, should_cancel=should_cancel)
+        warnings += [warning["message"] for warning in result.warnings]
     else:
         from ..engine import run_generation
 

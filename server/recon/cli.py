@@ -25,6 +25,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                       help="the last frame repeats the first")
     loop.add_argument("--open", dest="closed", action="store_false", help="the last frame does not repeat the first")
     p.add_argument("--calibrate", action="store_true", help="estimate elevation/fov/direction/loop even when given")
+    p.add_argument("--uniform-cameras", dest="per_frame", action="store_false",
+                   help="keep the uniform orbit (a perfect turntable) instead of estimating every frame's pose")
     p.add_argument("--resolution", type=int, default=128, help="grid cells along the object's longest side")
     p.add_argument("--face-budget", type=int, default=10000, help="target face count after decimation")
     p.add_argument("--texture-size", type=int, default=1024, help="texture width and height in pixels")
@@ -52,7 +54,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     formats = ("glb", *(f for f in dict.fromkeys(args.formats or ()) if f != "glb"))
     options = ReconOptions(
         elevation_deg=args.elevation, fov_deg=args.fov, radius=args.radius, direction=args.direction,
-        start_azimuth_deg=args.start_azimuth, closed=args.closed, calibrate=args.calibrate,
+        start_azimuth_deg=args.start_azimuth, closed=args.closed, calibrate=args.calibrate, per_frame=args.per_frame,
         resolution=args.resolution, carve=args.carve, face_budget=args.face_budget,
         texture_size=args.texture_size, formats=formats, matting=args.matting,
         **({"matting_model": args.matting_model} if args.matting_model else {}))
@@ -64,9 +66,9 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     o = result.orbit
     print(f"orbit: {o.num_frames} frames, elevation {o.elevation_deg:.2f}°, fov {o.fov_deg:.2f}°, "
           f"{'ccw' if o.direction > 0 else 'cw'}, {'closed' if o.closed else 'open'} loop, radius {o.radius:g} m")
-    section = result.manifest.get("reconstruction", result.manifest)
     for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {warning['message']}", file=sys.stderr)
+    section = result.manifest.get("reconstruction", result.manifest)
     print(f"wrote {result.mesh_path}: {section['mesh']['faces']} faces, "
           f"{section['timings_s']['total']:.1f} s")
     return 0

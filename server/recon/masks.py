@@ -32,8 +32,9 @@ BRIDGE = 0.08  # gaps bridged by weak evidence, as a fraction of the object's ex
 
 
 def frame_masks(frames: Frames, matting: str = "auto", model: str = DEFAULT_MODEL,
-                ) -> tuple[np.ndarray, dict, list[str]]:
-    """Masks of every frame, how they were made (``{"method", "model", "exact_alpha_frames"}``) and warnings.
+                ) -> tuple[np.ndarray, dict, list[dict]]:
+    """Masks of every frame, how they were made (``{"method", "model", "exact_alpha_frames"}``) and warnings
+    (``{code, field, message}``).
 
     Frames with an exact alpha keep it; the others get the learned matte (``matting`` auto or learned) or the
     background colour model (colour, or auto when the model cannot run: a warning says so).
@@ -46,9 +47,10 @@ def frame_masks(frames: Frames, matting: str = "auto", model: str = DEFAULT_MODE
         except MattingUnavailable as exc:
             if matting == "learned":
                 raise
-            warnings.append(f"learned matting unavailable, masks from the background colour (parts that match the "
-                            f"background may be lost): {exc}")
-            log.warning("%s", warnings[-1])
+            warnings.append({"code": "matting_unavailable", "field": "matting",
+                             "message": f"learned matting unavailable, masks from the background colour (parts that "
+                                        f"match the background may be lost): {exc}"})
+            log.warning("%s", warnings[-1]["message"])
         else:
             mattes = np.zeros(frames.rgb.shape[:3], np.uint8)
             mattes[need] = matte(frames.rgb[need])

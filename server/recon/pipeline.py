@@ -27,7 +27,7 @@ from .. import __version__
 from ..errors import Cancelled, InputError, ReconstructionError
 from ..files import write_json_atomic
 from ..orbit import DEFAULT_ELEVATION_DEG, DEFAULT_FOV_DEG, DEFAULT_RADIUS, Cameras, Orbit, write_transforms
-from .calibration import calibrate_orbit
+from .cameras import estimate_cameras
 from .carving import carve_concavities
 from .export import textured_mesh, write_mesh
 from .frames import IMAGE_SUFFIXES, Frames, load_frames
@@ -55,6 +55,7 @@ class ReconOptions:
     start_azimuth_deg: float | None = None
     closed: bool | None = None
     calibrate: bool = False  # estimate elevation/fov/direction/closed even when given
+    per_frame: bool = True  # each frame's own pose from feature tracks (False: the uniform orbit)
     resolution: int = 128  # grid cells along the object's longest side
     carve: bool = True  # photo-consistency carving of concavities
     face_budget: int = 10000
@@ -96,7 +97,7 @@ class ReconResult:
     mesh_path: Path | None
     transforms_path: Path
     manifest: dict = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)  # what went less well (also in the manifest)
+    warnings: list[dict] = field(default_factory=list)  # {code, field, message}: e.g. a prior used for a camera
 
 
 class _Run:
@@ -125,7 +126,8 @@ def reconstruct(source: str | Path, out_dir: str | Path, options: ReconOptions |
     options = options or ReconOptions()
     source, out_dir = Path(source), Path(out_dir)
     run = _Run(8, progress, should_cancel)
-    frames, masks, orbit, cameras, calibration, (mask_info, warnings) = _frames_masks_orbit(source, options, run)
+    frames, masks, orbit, cameras, calibration, (mask_info, mask_warnings) = _frames_masks_orbit(source, options, run)
+    warnings = [*mask_warnings, *calibration["warnings"]]
 
     turn = slice(0, orbit.period)  # a closing frame repeats frame 0: one turn is enough
     field_ = forgiving_field(masks[turn], cameras.subset(np.arange(orbit.period)), options.calibrate or bool(
@@ -138,8 +140,9 @@ def reconstruct(source: str | Path, out_dir: str | Path, options: ReconOptions |
     run.done("carving")
     mesh = extract_surface(volume, options.face_budget)
     if not mesh.is_watertight:
-        warnings.append(f"the mesh is not closed: no closed surface of this object fits {options.face_budget} faces "
-                        "(raise the face budget for a closed one)")
+        warnings.append({"code": "mesh_open", "field": "face_budget",
+                         "message": f"the mesh is not closed: no closed surface of this object fits "
+                                    f"{options.face_budget} faces (raise the face budget for a closed one)"})
     run.done("surface")
     vertices, faces, uv = build_atlas(mesh)
     texture = bake_texture(vertices, faces, uv, frames.rgb[turn], field_.cameras, options.texture_size)
@@ -168,11 +171,17 @@ def calibrate(source: str | Path, out_dir: str | Path, options: ReconOptions | N
               progress: Progress | None = None) -> Orbit:
     """The cheap part only: masks and the orbit; writes ``transforms.json`` and ``masks/`` into ``out_dir``."""
     options = options or ReconOptions()
-    source, out_dir = Path(source), Path(out_dir)
+    return _calibrate(source, out_dir, options, progress)[0]
+
+
+def _calibrate(source: Path, out_dir: Path, options: ReconOptions, progress: Progress | None,
+               ) -> tuple[Orbit, list[dict]]:
     run = _Run(4, progress, None)
-    frames, masks, orbit, cameras, *_ = _frames_masks_orbit(source, options, run)
-    _commit(out_dir, frames, masks, orbit, cameras, options, run, None, None)
-    return orbit
+    frames, masks, orbit, cameras, calibration, (mask_info, mask_warnings) = _frames_masks_orbit(
+        Path(source), options, run)
+    section = {"calibration": calibration, "masks": mask_info}
+    _commit(Path(out_dir), frames, masks, orbit, cameras, options, run, section, None)
+    return orbit, [*mask_warnings, *calibration["warnings"]]
 
 
 def write_nominal_transforms(job_dir: str | Path, options: ReconOptions | None = None) -> Orbit:
@@ -212,11 +221,11 @@ def orbit_cameras(job_dir: str | Path, options: ReconOptions | None = None, *, m
     try:
         if mesh:
             result = reconstruct(job_dir / "frames", job_dir, options, progress, should_cancel)
-            notes = {"code": "reconstruction_warnings", "message": "; ".join(result.warnings)}
-            return result.orbit, notes if result.warnings else None
+            return result.orbit, _camera_warning(result.warnings)
         if progress is not None:
             progress(STAGE, 0, 0, 0.0)
-        return calibrate(job_dir / "frames", job_dir, options, progress), None
+        orbit, warnings = _calibrate(job_dir / "frames", job_dir, options, progress)
+        return orbit, _camera_warning(warnings)
     except Cancelled:
         raise
     except Exception as exc:  # a bug in a late stage must not cost the generation either
@@ -229,6 +238,15 @@ def orbit_cameras(job_dir: str | Path, options: ReconOptions | None = None, *, m
                    "nominal orbit (given hints, else the default elevation, fov and direction)")
         _record_failure(job_dir, {"status": "failed", "code": code, "message": str(exc), "nominal_orbit": True})
         return orbit, {"code": "reconstruction_failed" if mesh else "nominal_cameras", "message": message}
+
+
+def _camera_warning(warnings: list[dict]) -> dict | None:
+    """The reconstruction's warnings as the job's one warning (cameras on priors or unsure, masks from colour
+    alone, an open mesh)."""
+    if not warnings:
+        return None
+    code = "camera_prior" if any(w["code"] == "camera_prior" for w in warnings) else warnings[0]["code"]
+    return {"code": code, "message": "; ".join(w["message"] for w in warnings)}
 
 
 def _record_failure(job_dir: Path, section: dict) -> None:
@@ -254,12 +272,14 @@ def _frames_masks_orbit(source: Path, options: ReconOptions, run: _Run):
     if options.calibrate:
         given = dict.fromkeys(given)
     t0 = time.perf_counter()
-    result = calibrate_orbit(masks, base, frames.rgb, **given)
-    calibration = {"estimated": sorted(k for k, v in given.items() if v is None),
-                   "score_px": round(result.score, 4), "evaluations": result.evaluations,
+    estimate = estimate_cameras(frames.rgb, masks, base, **given, per_frame=options.per_frame)
+    for warning in estimate.warnings:
+        log.warning("%s", warning["message"])
+    calibration = {"estimated": sorted(k for k, v in given.items() if v is None), **estimate.report,
+                   "confidence": estimate.confidence, "warnings": estimate.warnings,
                    "seconds": round(time.perf_counter() - t0, 3)}
     run.done("orbit")
-    return frames, masks, result.orbit, result.orbit.cameras(), calibration, (mask_info, warnings)
+    return frames, masks, estimate.orbit, estimate.cameras, calibration, (mask_info, warnings)
 
 
 def _frame_paths(frames: Frames, out_dir: Path) -> tuple[list[str], bool]:
@@ -290,7 +310,9 @@ def _commit(out_dir: Path, frames: Frames, masks: np.ndarray, orbit: Orbit, came
             cv2.imwrite(str(staging / "masks" / f"{k:04d}.png"), masks[k].astype(np.uint8) * 255,
                         [cv2.IMWRITE_PNG_COMPRESSION, 1])
         width, height = frames.size
-        write_transforms(staging / "transforms.json", orbit, width, height, paths, cameras)
+        calibration = (section or {}).get("calibration") or {}
+        extra = {"calibration": {k: calibration[k] for k in ("confidence", "warnings") if k in calibration}}
+        write_transforms(staging / "transforms.json", orbit, width, height, paths, cameras, extra)
         manifest: dict = {}
         if write is not None:
             write(staging)

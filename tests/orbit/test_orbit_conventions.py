@@ -109,3 +109,9 @@ def test_bad_orbit_parameters_name_the_field(kwargs, field):
     with pytest.raises(InputError) as info:
         Orbit(**kwargs)
     assert info.value.field == field
+
+
+def test_cameras_on_the_sphere_match_look_at():
+    orbit = Orbit(num_frames=7, elevation_deg=-35.0, radius=1.7, start_azimuth_deg=20.0, direction=-1)
+    cameras = Cameras.on_sphere(orbit.azimuths_deg(), orbit.elevation_deg, orbit.radius, orbit.fov_deg)
+    np.testing.assert_allclose(cameras.c2w, orbit.camera_to_world(), atol=1e-12)

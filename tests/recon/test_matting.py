@@ -119,7 +119,8 @@ def test_absent_weights_offline_fall_back_to_colour_with_a_warning(rembg_home):
     rgb = two_discs()
     masks, info, warnings = frame_masks(frames_of(rgb), "auto")
     assert info["method"] == "colour" and info["model"] is None
-    assert len(warnings) == 1 and "learned matting unavailable" in warnings[0] and "fetch-models" in warnings[0]
+    assert [w["code"] for w in warnings] == ["matting_unavailable"]
+    assert "learned matting unavailable" in warnings[0]["message"] and "fetch-models" in warnings[0]["message"]
     assert masks[0, 48, 30] and masks[0, 48, 70]  # the colour model sees both discs
     with pytest.raises(MattingUnavailable, match="fetch-models"):
         frame_masks(frames_of(rgb), "learned")
@@ -132,7 +133,7 @@ def test_unreadable_weights_are_reported_not_crashed_on(rembg_home):
     with pytest.raises(MattingUnavailable, match="do not load"):
         load_matting()
     _, info, warnings = frame_masks(frames_of(two_discs()), "auto")
-    assert info["method"] == "colour" and "do not load" in warnings[0]
+    assert info["method"] == "colour" and "do not load" in warnings[0]["message"]
 
 
 def test_unknown_matting_options_are_input_errors(rembg_home):
@@ -163,7 +164,8 @@ def test_reconstruct_without_weights_warns_in_manifest_and_cli(rembg_home, suzan
     assert code == 0
     section = json.loads((out / "manifest.json").read_text())
     assert section["masks"]["method"] == "colour"
-    assert len(section["warnings"]) == 1 and "learned matting unavailable" in section["warnings"][0]
+    matting = [w for w in section["warnings"] if w["code"] == "matting_unavailable"]
+    assert len(matting) == 1 and "learned matting unavailable" in matting[0]["message"]
     assert "warning: learned matting unavailable" in capsys.readouterr().err
 
 

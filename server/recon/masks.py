@@ -121,15 +121,23 @@ def _repair_ambiguous(strong: np.ndarray, weak: np.ndarray) -> np.ndarray:
 
     Plain background shows no evidence there, so real through-holes and gaps stay open.
     """
-    ys, xs = np.nonzero(strong)
-    if len(ys) == 0:
+    m = strong.astype(np.uint8)
+    x, y, w, h = cv2.boundingRect(m)
+    if w == 0:
         return strong
-    radius = max(1, round(BRIDGE * max(np.ptp(ys), np.ptp(xs))))
+    radius = max(1, round(BRIDGE * max(w, h)))
+    # Only the object's box (with room for the closing) matters; nothing to do without weak evidence there.
+    pad = 2 * radius + 2
+    box = (slice(max(0, y - pad), y + h + pad), slice(max(0, x - pad), x + w + pad))
+    if not (weak[box] & ~strong[box]).any():
+        return strong
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    bridged = cv2.morphologyEx(strong.astype(np.uint8), cv2.MORPH_CLOSE, kernel)
+    bridged = cv2.morphologyEx(m[box], cv2.MORPH_CLOSE, kernel)
     # Not along the outline itself: a soft shadow touching the object must not grow it.
     bridged = cv2.erode(bridged, np.ones((3, 3), np.uint8)) > 0
-    return strong | (bridged & weak)
+    out = strong.copy()
+    out[box] |= bridged & weak[box]
+    return out
 
 
 def _refine_edges(image: np.ndarray, background: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -1,13 +1,23 @@
 """Reconstruction benchmark: Blender renders true meshes into orbits; we reconstruct and score them.
 
-For every object: an N-frame orbit rendered with Cycles (plain background, some with alpha), then
-``droplet3d reconstruct`` twice, with the true orbit and with everything but the scale gauges
-(radius, start azimuth) estimated. Each reconstruction runs in its own process so that its peak
-RAM is its own. Printed per run: Chamfer distance and F-score at 1/2/5 % of the true mesh's
-largest extent (50k samples each), volume IoU, PSNR of the textured mesh rendered unlit at held-out
-azimuths (inside the union of the two silhouettes), calibration error, wall time, peak RAM.
+Two suites of orbits per object:
 
-    .venv/bin/python scripts/bench_reconstruct.py [--size 512 --num-frames 85 --objects suzanne cup ...]
+- ``clean``: a perfect turntable (plain background, some with alpha), reconstructed with the true orbit
+  ("true orbit": every parameter given, uniform cameras) and from the frames alone ("frames");
+- ``generated``: the same object on an orbit that looks generated (``render_orbit.Perturbation``: angular speed
+  drifting up to ±12°, per-frame azimuth/elevation jitter, ±1.5 % zoom, ±4 % flicker, pixel noise; cw and ccw),
+  reconstructed with the nominal orbit's elevation, fov and direction as hints ("hints") and from the frames
+  alone ("frames").
+
+Objects are split as in ``render_orbit``: TUNE objects (the reconstruction's thresholds were chosen on them) and
+HELD_OUT objects (never tuned on); the means are printed for each group and the targets are read on the held-out
+one. Every reconstruction runs in its own process so that its peak RAM is its own. Printed per run: Chamfer
+distance and F-score at 1/2/5 % of the true mesh's largest extent (50k samples each), per-frame azimuth error
+(mean and max, degrees, against the true per-frame poses), elevation and fov error, wall time, peak RAM;
+``--psnr`` adds the PSNR of the textured mesh rendered unlit at held-out azimuths.
+
+    .venv/bin/python scripts/bench_reconstruct.py [--suite clean|generated|all] [--size 512 --num-frames 85]
+                                                  [--objects panda vase ...] [--json out.json]
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +36,10 @@ import trimesh
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from droplet3d.orbit import Orbit
+from droplet3d.orbit import Cameras, Orbit
 from droplet3d.recon.export import BLENDER_TO_GLTF
-from droplet3d.recon.metrics import psnr, surface_scores, volume_iou
-from render_orbit import REPO, render
+from droplet3d.recon.metrics import psnr, surface_scores
+from render_orbit import BACKGROUNDS, GREY, HELD_OUT_OBJECTS, REPO, TUNE_OBJECTS, Perturbation, render
 
 # Chosen so that elevation, field of view, direction, loop closure and alpha all vary.
 SCENES = {
@@ -36,93 +47,122 @@ SCENES = {
     "torus": dict(elevation_deg=30.0, fov_deg=35.0, direction=-1, closed=False, alpha=True),
     "cup": dict(elevation_deg=45.0, fov_deg=40.0, direction=1, closed=False, alpha=False),
     "textured": dict(elevation_deg=15.0, fov_deg=50.0, direction=1, closed=True, alpha=True),
+    "panda": dict(elevation_deg=10.0, fov_deg=40.0, direction=-1, closed=False, alpha=False),
+    "pale": dict(elevation_deg=20.0, fov_deg=45.0, direction=1, closed=False, alpha=False),
+    "vase": dict(elevation_deg=15.0, fov_deg=40.0, direction=1, closed=False, alpha=False),
+    "vase_textured": dict(elevation_deg=25.0, fov_deg=35.0, direction=-1, closed=False, alpha=False),
+    "frame": dict(elevation_deg=30.0, fov_deg=40.0, direction=1, closed=False, alpha=False),
 }
+TUNE = [name for name in TUNE_OBJECTS if name in SCENES]
+HELD_OUT = [name for name in HELD_OUT_OBJECTS if name in SCENES]
+MODES = {"clean": ("true orbit", "frames"), "generated": ("hints", "frames")}
 RADIUS = 2.5
-BACKGROUND = (0.8, 0.8, 0.8)
-HELD_OUT = 4
+PSNR_VIEWS = 4
 TIME = "/usr/bin/time"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", choices=("clean", "generated", "all"), default="all")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--num-frames", type=int, default=85)
     parser.add_argument("--samples", type=int, default=4, help="Cycles samples per pixel")
-    parser.add_argument("--objects", nargs="+", default=list(SCENES), choices=list(SCENES))
+    parser.add_argument("--objects", nargs="+", default=TUNE + HELD_OUT, choices=TUNE + HELD_OUT)
+    parser.add_argument("--modes", nargs="+", choices=("true orbit", "hints", "frames"),
+                        help="only these reconstruction modes (default: both of each suite)")
+    parser.add_argument("--psnr", action="store_true", help="also render the textured mesh (slow)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args()
 
+    suites = ("clean", "generated") if args.suite == "all" else (args.suite,)
     rows = []
-    for name in args.objects:
-        scene = SCENES[name]
-        orbit = Orbit(num_frames=args.num_frames, elevation_deg=scene["elevation_deg"], fov_deg=scene["fov_deg"],
-                      radius=RADIUS, direction=scene["direction"], closed=scene["closed"])
-        t0 = time.perf_counter()
-        frames = render(name, orbit, size=args.size, samples=args.samples, transparent=scene["alpha"],
-                        background=BACKGROUND)
-        print(f"{name}: rendered in {time.perf_counter() - t0:.0f} s (cached after the first run)", file=sys.stderr)
-        truth = trimesh.load(frames / "truth.ply", force="mesh")
-        held = _held_out_orbit(orbit)
-        truth_views = render(name, held, size=args.size, samples=args.samples, transparent=True,
-                             background=BACKGROUND)
-        for mode in ("given", "calibrated"):
-            rows.append(_run(name, mode, frames, orbit, truth, held, truth_views, args))
-            print(_format_row(rows[-1]), file=sys.stderr)
+    for suite in suites:
+        for name in args.objects:
+            scene = SCENES[name]
+            orbit = Orbit(num_frames=args.num_frames, elevation_deg=scene["elevation_deg"], fov_deg=scene["fov_deg"],
+                          radius=RADIUS, direction=scene["direction"], closed=scene["closed"])
+            perturbation = Perturbation(seed=zlib.crc32(name.encode()) % 1000) if suite == "generated" else None
+            t0 = time.perf_counter()
+            frames = render(name, orbit, size=args.size, samples=args.samples,
+                            transparent=scene["alpha"] and suite == "clean", perturbation=perturbation)
+            print(f"{suite}/{name}: rendered in {time.perf_counter() - t0:.0f} s (cached after the first run)",
+                  file=sys.stderr)
+            truth = _true_cameras(frames, orbit)
+            for mode in MODES[suite]:
+                if args.modes and mode not in args.modes:
+                    continue
+                rows.append(_run(suite, name, mode, frames, orbit, truth, args))
+                print(_format_row(rows[-1]), file=sys.stderr)
     print(_table(rows, args))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0
 
 
-def _held_out_orbit(orbit: Orbit) -> Orbit:
-    """Cameras half-way between training frames, spread around the turn."""
-    step = 360.0 / orbit.period
-    return Orbit(num_frames=HELD_OUT, elevation_deg=orbit.elevation_deg, fov_deg=orbit.fov_deg, radius=orbit.radius,
-                 direction=orbit.direction, start_azimuth_deg=step / 2 + 10.0)
+def _true_cameras(frames: Path, orbit: Orbit) -> Cameras:
+    """The cameras the frames were rendered from: ``truth.json`` for a generated-like orbit, else the orbit's."""
+    truth = frames / "truth.json"
+    if truth.is_file():
+        data = json.loads(truth.read_text())
+        return Cameras(np.array(data["cameras"]), float(np.mean(data["fov_deg"])))
+    return orbit.cameras()
 
 
-def _run(name: str, mode: str, frames: Path, orbit: Orbit, truth, held: Orbit, truth_views: Path, args) -> dict:
-    out = Path(tempfile.mkdtemp(prefix=f"bench-{name}-{mode}-"))
+def _run(suite: str, name: str, mode: str, frames: Path, orbit: Orbit, truth: Cameras, args) -> dict:
+    out = Path(tempfile.mkdtemp(prefix=f"bench-{name}-{suite}-"))
     cmd = [str(REPO / ".venv/bin/droplet3d"), "reconstruct", str(frames / "frames"), "--out", str(out / "job"),
            "--radius", str(orbit.radius)]
-    if mode == "given":
+    if mode in ("true orbit", "hints"):
         cmd += ["--elevation", str(orbit.elevation_deg), "--fov", str(orbit.fov_deg),
-                "--direction", "ccw" if orbit.direction > 0 else "cw", "--closed" if orbit.closed else "--open"]
+                "--direction", "ccw" if orbit.direction > 0 else "cw"]
+    if mode == "true orbit":
+        cmd += ["--closed" if orbit.closed else "--open", "--uniform-cameras"]
     # GNU time reports the child's own peak RSS (a forked child's ru_maxrss would include this process's).
     start = time.perf_counter()
     proc = subprocess.run([TIME, "-f", "PEAK_KB %M", *cmd], capture_output=True, text=True)
     wall = time.perf_counter() - start
+    row = {"suite": suite, "object": name, "group": "held-out" if name in HELD_OUT else "tune", "mode": mode,
+           "frames": orbit.num_frames, "size": args.size, "process_s": wall}
     if proc.returncode != 0 or not (out / "job" / "mesh.glb").exists():
-        raise RuntimeError(f"{name}/{mode}: reconstruction failed:\n{proc.stdout}\n{proc.stderr}")
+        lines = [x for x in proc.stderr.splitlines() if x.strip() and not x.startswith(("PEAK_KB", "Command exited"))]
+        error = lines[-1].rsplit("\r", 1)[-1] if lines else "no output"
+        return {**row, "error": error}
     peak_kb = int(proc.stderr.rsplit("PEAK_KB", 1)[1].split()[0])
     manifest = json.loads((out / "job" / "manifest.json").read_text())
+    transforms = json.loads((out / "job" / "transforms.json").read_text())
     mesh = trimesh.load(out / "job" / "mesh.glb", force="mesh")
     mesh.apply_transform(np.linalg.inv(BLENDER_TO_GLTF))  # back to Blender's world
-    est = manifest["orbit"]
-    row = {
-        "object": name, "mode": mode, "frames": orbit.num_frames, "size": args.size,
-        **surface_scores(mesh, truth), "iou": volume_iou(mesh, truth),
-        "psnr": _psnr(out / "job" / "mesh.glb", held, truth_views, args),
-        "elevation_err": abs(est["elevation_deg"] - orbit.elevation_deg),
-        "fov_err": abs(est["fov_deg"] - orbit.fov_deg),
-        "direction_ok": est["direction"] == orbit.direction, "closed_ok": est["closed"] == orbit.closed,
-        "recon_s": manifest["timings_s"]["total"], "process_s": wall,
-        "calibration_s": manifest["calibration"]["seconds"],
+    estimated = Cameras(np.array([f["transform_matrix"] for f in transforms["frames"]]), manifest["orbit"]["fov_deg"])
+    azimuth_error = np.abs(estimated.spherical()[0] - truth.spherical()[0])
+    row.update({
+        **surface_scores(mesh, trimesh.load(frames / "truth.ply", force="mesh")),
+        "azimuth_err_mean": float(azimuth_error.mean()), "azimuth_err_max": float(azimuth_error.max()),
+        "elevation_err": abs(estimated.elevation_deg - truth.elevation_deg),
+        "fov_err": abs(manifest["orbit"]["fov_deg"] - truth.fov_deg),
+        "direction_ok": manifest["orbit"]["direction"] == orbit.direction,
+        "warnings": [w["field"] for w in manifest["calibration"].get("warnings", [])],
+        "recon_s": manifest["timings_s"]["total"], "calibration_s": manifest["calibration"]["seconds"],
         "peak_rss_mb": peak_kb / 1024.0, "faces": manifest["mesh"]["faces"],
-        "watertight": manifest["mesh"]["watertight"],
-    }
+    })
+    if args.psnr:
+        row["psnr"] = _psnr(name, out / "job" / "mesh.glb", orbit, args)
     return row
 
 
-def _psnr(glb: Path, held: Orbit, truth_views: Path, args) -> float:
-    """PSNR of the unlit textured mesh against the true renders, over the union of both silhouettes."""
-    ours = render(glb, held, size=args.size, samples=args.samples, transparent=True, background=BACKGROUND)
+def _psnr(name: str, glb: Path, orbit: Orbit, args) -> float:
+    """PSNR of the unlit textured mesh against the true renders at held-out azimuths, inside both silhouettes."""
+    step = 360.0 / orbit.period
+    held = Orbit(num_frames=PSNR_VIEWS, elevation_deg=orbit.elevation_deg, fov_deg=orbit.fov_deg,
+                 radius=orbit.radius, direction=orbit.direction, start_azimuth_deg=step / 2 + 10.0)
+    background = BACKGROUNDS.get(name, GREY)
+    truth = render(name, held, size=args.size, samples=args.samples, transparent=True, background=background)
+    ours = render(glb, held, size=args.size, samples=args.samples, transparent=True, background=background)
     values = []
     for k in range(held.num_frames):
         a = np.asarray(Image.open(ours / "frames" / f"{k:04d}.png"), np.float64)
-        b = np.asarray(Image.open(truth_views / "frames" / f"{k:04d}.png"), np.float64)
+        b = np.asarray(Image.open(truth / "frames" / f"{k:04d}.png"), np.float64)
         union = (a[..., 3] > 127) | (b[..., 3] > 127)
-        bg = np.array(BACKGROUND) * 255.0
+        bg = np.array(background) * 255.0
         a_rgb = a[..., :3] * a[..., 3:] / 255.0 + bg * (1 - a[..., 3:] / 255.0)
         b_rgb = b[..., :3] * b[..., 3:] / 255.0 + bg * (1 - b[..., 3:] / 255.0)
         values.append(psnr(a_rgb.round().astype(np.uint8), b_rgb.round().astype(np.uint8), union))
@@ -130,17 +170,43 @@ def _psnr(glb: Path, held: Orbit, truth_views: Path, args) -> float:
 
 
 def _format_row(r: dict) -> str:
-    return (f"| {r['object']} | {r['mode']} | {r['chamfer']:.4f} | {r['f@0.01']:.3f} | {r['f@0.02']:.3f} | "
-            f"{r['f@0.05']:.3f} | {r['iou']:.3f} | {r['psnr']:.1f} | {r['elevation_err']:.2f} / {r['fov_err']:.2f} | "
-            f"{'ok' if r['direction_ok'] else 'WRONG'} / {'ok' if r['closed_ok'] else 'WRONG'} | "
-            f"{r['recon_s']:.1f} ({r['calibration_s']:.1f}) | {r['peak_rss_mb']:.0f} |")
+    head = f"| {r['suite']} | {r['object']} ({r['group']}) | {r['mode']} |"
+    if "error" in r:
+        return f"{head} failed: {r['error']} |" + " |" * 8
+    psnr_cell = f" {r['psnr']:.1f} |" if "psnr" in r else ""
+    return (f"{head} {r['chamfer']:.4f} | {r['f@0.01']:.3f} | {r['f@0.02']:.3f} | {r['f@0.05']:.3f} | "
+            f"{r['azimuth_err_mean']:.2f} / {r['azimuth_err_max']:.2f} | {r['elevation_err']:.2f} / "
+            f"{r['fov_err']:.2f} | {'ok' if r['direction_ok'] else 'WRONG'} | {r['recon_s']:.1f} "
+            f"({r['calibration_s']:.1f}) | {r['peak_rss_mb']:.0f} | {', '.join(r['warnings']) or '—'} |{psnr_cell}")
+
+
+def _means(rows: list[dict]) -> list[str]:
+    """Mean rows per suite, mode and group (failed runs count as F = 0, and are counted)."""
+    out = []
+    keys = sorted({(r["suite"], r["mode"], r["group"]) for r in rows})
+    for suite, mode, group in keys:
+        chosen = [r for r in rows if (r["suite"], r["mode"], r["group"]) == (suite, mode, group)]
+        ok = [r for r in chosen if "error" not in r]
+        failed = len(chosen) - len(ok)
+
+        def mean(key: str, rows_=ok) -> float:
+            return float(np.mean([r[key] for r in rows_])) if rows_ else float("nan")
+
+        f = {t: float(np.mean([r.get(t, 0.0) for r in chosen])) for t in ("f@0.01", "f@0.02", "f@0.05")}
+        out.append(f"| **{suite}** | **mean {group}** ({len(chosen)}{f', {failed} failed' if failed else ''}) | "
+                   f"{mode} | {mean('chamfer'):.4f} | {f['f@0.01']:.3f} | {f['f@0.02']:.3f} | {f['f@0.05']:.3f} | "
+                   f"{mean('azimuth_err_mean'):.2f} / {max([r['azimuth_err_max'] for r in ok], default=0):.2f} | "
+                   f"{mean('elevation_err'):.2f} / {mean('fov_err'):.2f} | — | {mean('recon_s'):.1f} | "
+                   f"{max([r['peak_rss_mb'] for r in ok], default=0):.0f} | |")
+    return out
 
 
 def _table(rows: list[dict], args) -> str:
-    head = ("| object | orbit | Chamfer | F@0.01 | F@0.02 | F@0.05 | vol IoU | PSNR dB | err elev / fov (°) | "
-            "dir / loop | time s (calib) | peak RAM MB |\n|" + "---|" * 12)
+    head = ("| suite | object | orbit | Chamfer | F@0.01 | F@0.02 | F@0.05 | azimuth err mean / max (°) | "
+            "err elev / fov (°) | dir | time s (calib) | peak RAM MB | warnings |" + (" PSNR dB |" if args.psnr else "")
+            + "\n|" + "---|" * (13 + bool(args.psnr)))
     return "\n".join([f"{args.num_frames} frames at {args.size}², Cycles {args.samples} spp", head,
-                      *(_format_row(r) for r in rows)])
+                      *(_format_row(r) for r in rows), *_means(rows)])
 
 
 if __name__ == "__main__":

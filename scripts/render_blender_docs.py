@@ -3,8 +3,8 @@ while a job runs (docs/blender-panel.png).
 
     .venv-blender/bin/python scripts/render_blender_docs.py [--out docs/blender-import.png]
 
-A real round trip: Blender renders an orbit of a box with a ball, a live ``droplet3d serve`` (tiny
-checkpoint) reconstructs it in reconstruct mode, and the add-on's API imports the result onto a
+A real round trip: Blender renders an orbit of a painted vase (``render_orbit.py``), a live ``droplet3d
+serve`` (tiny checkpoint) reconstructs it in reconstruct mode, and the add-on's API imports the result onto a
 source cube. Camera frusta are drawn as wire meshes for the picture only (cameras do not render).
 
 Background Blender has no UI and no GPU drawing, so the panel cannot be screenshot: its picture is
@@ -23,7 +23,9 @@ import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
-from bench_blender import REPO, make_job, start_server
+from bench_blender import REPO, SERVER_BIN, start_server
+
+ORBIT = {"elevation": 20.0, "fov": 45.0, "direction": "ccw", "closed": False}  # as rendered
 
 
 def frustum(name: str, cam, coll):
@@ -44,6 +46,21 @@ def frustum(name: str, cam, coll):
     obj = bpy.data.objects.new(name, curve)
     coll.objects.link(obj)
     return obj
+
+
+def orbit_frames(out: Path, frames: int = 24, size: int = 160) -> Path:
+    """A rendered orbit of the painted vase, cut out (alpha, as the add-on's own renders are), from ``render_orbit.py``
+    under the server's venv (cached)."""
+    code = (f"import sys; sys.path.insert(0, {str(REPO / 'scripts')!r}); from render_orbit import render; "
+            "from droplet3d.orbit import Orbit; "
+            f"print(render('vase_textured', Orbit(num_frames={frames}, elevation_deg={ORBIT['elevation']}, "
+            f"fov_deg={ORBIT['fov']}, radius=2.5), size={size}, transparent=True))")
+    folder = subprocess.run([str(SERVER_BIN / "python"), "-c", code], check=True, capture_output=True, text=True,
+                            timeout=1800).stdout.strip().splitlines()[-1]
+    out.mkdir(parents=True)
+    for frame in sorted((Path(folder) / "frames").iterdir()):
+        (out / frame.name).write_bytes(frame.read_bytes())
+    return out
 
 
 def record_panel(url: str, image: Path) -> list[dict]:
@@ -177,7 +194,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        orbit = make_job(tmp / "orbit", 24, 128, 0, rendered=True)
+        frames = orbit_frames(tmp / "orbit" / "frames")
         proc, url = start_server(tmp)
         try:
             bpy.ops.wm.read_homefile(use_empty=True)
@@ -186,12 +203,12 @@ def main() -> int:
             bpy.ops.mesh.primitive_cube_add(size=1.0, location=(1.0, 1.0, 0.5))
             source = bpy.context.active_object
             source.name = "Source"
-            job = droplet.submit(mode="reconstruct", frames=orbit / "frames", server=url, download_dir=tmp / "dl",
-                                 orbit={"elevation": 20.0, "fov": 45.0}, mesh={"resolution": 64},
+            job = droplet.submit(mode="reconstruct", frames=frames, server=url, download_dir=tmp / "dl",
+                                 orbit=ORBIT, mesh={"resolution": 96},
                                  source={"centre": [1.0, 1.0, 0.5], "size": 1.0})
             job = droplet.wait(job, timeout=300)
             coll = droplet.import_job(job)
-            panel = record_panel(url, orbit / "frames" / "0000.png")
+            panel = record_panel(url, frames / "0000.png")
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -204,12 +221,12 @@ def main() -> int:
         orange = bpy.data.materials.new("Frustum")
         orange.diffuse_color = (1.0, 0.45, 0.05, 1.0)
         cams = sorted((o for o in coll.all_objects if " Camera " in o.name), key=lambda o: o.name)
-        for cam in cams[::2]:
+        for cam in cams[::4]:
             frustum(f"Frustum {cam.name}", cam, wires).data.materials.append(orange)
         source.hide_render = True
         view = bpy.data.objects.new("Doc View", bpy.data.cameras.new("Doc View"))
         scene.collection.objects.link(view)
-        view.location = rig.matrix_world.to_translation() + Vector((3.6, -4.4, 3.3))
+        view.location = rig.matrix_world.to_translation() + Vector((3.2, -4.0, 2.6))
         view.rotation_euler = (rig.matrix_world.to_translation() - view.location).to_track_quat("-Z", "Y").to_euler()
         view.data.lens = 40
         scene.camera = view
@@ -218,15 +235,17 @@ def main() -> int:
         shading.light, shading.color_type = "STUDIO", "TEXTURE"
         scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = 640, 540, 100
         scene.render.image_settings.file_format = "PNG"
+        scene.world = scene.world or bpy.data.worlds.new("World")
+        scene.world.color = (0.85, 0.87, 0.9)  # Workbench's background: light, so that the frames stand out
         # Left: the rig, every 6th frame's plane shown at once (the turntable shows one per frame), mesh hidden.
         for k, plane in enumerate(planes):
             plane.animation_data_clear()
             plane.hide_render = k % 6 != 0
         mesh.hide_render = True
         render(tmp / "left.png")
-        # Right: the reconstructed mesh, standing on the source where the artist put it.
-        for plane in planes:
-            plane.hide_render = True
+        # Right: the reconstructed mesh, standing on the source where the artist put it, behind frame 0's plane.
+        for k, plane in enumerate(planes):
+            plane.hide_render = k != 0
         wires.hide_render, mesh.hide_render = True, False
         render(tmp / "right.png")
         side_by_side(tmp / "left.png", tmp / "right.png", args.out.resolve())

@@ -9,7 +9,13 @@ puts it on +X. The field of view spans the larger image side (Blender's sensor f
 
 Camera-to-world matrices follow NeRF/nerfstudio and Blender cameras alike: the camera looks down
 its −Z axis with +Y up, so a matrix here is also a Blender camera's ``matrix_world``.
-Pixel coordinates put (0, 0) at the top-left corner of the image, x right, y down.
+Pixel coordinates put (0, 0) at the top-left corner of the image, x right, y down (pixel ``(i, j)``'s
+centre is at ``(j + 0.5, i + 0.5)``); "index" coordinates put pixel centres on integers instead.
+
+:class:`Orbit` is the uniform turntable (shared parameters); :class:`Cameras` holds every frame's own
+pose, which is what reconstruction, ``transforms.json`` and the add-on use. A generated orbit is not a
+perfect turntable, so its cameras are estimated per frame (``droplet3d.recon.cameras``) starting from the
+uniform one. Zoom is a change of the camera's distance (a dolly): all frames share one field of view.
 """
 
 from __future__ import annotations
@@ -68,15 +74,18 @@ class Orbit:
 
     def camera_to_world(self) -> np.ndarray:
         """``(N, 4, 4) float64`` camera-to-world matrices (camera looks down −Z, +Y up)."""
-        return np.stack([look_at(p) for p in self.positions()])
+        return self.cameras().c2w
+
+    def cameras(self) -> Cameras:
+        """The uniform orbit's per-frame cameras."""
+        return Cameras.on_sphere(self.azimuths_deg(), self.elevation_deg, self.radius, self.fov_deg)
 
     def focal_px(self, width: int, height: int) -> float:
         return focal_from_fov(self.fov_deg, width, height)
 
     def intrinsics(self, width: int, height: int) -> np.ndarray:
         """``(3, 3)`` pinhole matrix for a ``width``×``height`` image."""
-        f = self.focal_px(width, height)
-        return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
+        return intrinsics_matrix(self.fov_deg, width, height)
 
 
 def camera_position(azimuth_deg: float, elevation_deg: float, radius: float) -> np.ndarray:
@@ -106,30 +115,115 @@ def focal_from_fov(fov_deg: float, width: int, height: int) -> float:
     return (max(width, height) / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
 
 
-def fov_from_focal(focal_px: float, width: int, height: int) -> float:
-    return math.degrees(2.0 * math.atan((max(width, height) / 2.0) / focal_px))
+def intrinsics_matrix(fov_deg: float, width: int, height: int) -> np.ndarray:
+    """``(3, 3)`` pinhole matrix for a ``width``×``height`` image, principal point at the centre."""
+    f = focal_from_fov(fov_deg, width, height)
+    return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
 
 
-def project(points: np.ndarray, c2w: np.ndarray, intrinsics: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Project world points into one camera.
+def projection_matrices(c2w: np.ndarray, intrinsics: np.ndarray, index: bool = False) -> np.ndarray:
+    """``(..., 3, 4)`` matrices taking homogeneous world points to ``(u·d, v·d, d)``, ``d`` the depth along the
+    viewing axis (positive in front). ``c2w (..., 4, 4)``; ``index``: pixel centres on integers."""
+    k = np.array(intrinsics, np.float64)
+    if index:
+        k[:2, 2] -= 0.5
+    return k @ np.diag([1.0, -1.0, -1.0]) @ np.linalg.inv(c2w)[..., :3, :]  # the camera looks down −Z, +Y up
 
-    ``points (n, 3)``, ``c2w (4, 4)``, ``intrinsics (3, 3)`` → pixels ``(n, 2)`` and depths ``(n,)``
-    (distance along the viewing axis; positive in front of the camera).
+
+def project(points: np.ndarray, projection: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels ``(M, 2)`` and depths ``(M,)`` of world ``points (M, 3)`` under one ``(3, 4)`` projection.
+
+    Computed in the projection's dtype (float32 for speed on large point sets); points behind the camera get
+    a clamped depth for the division and keep their true (negative) depth.
     """
-    w2c = np.linalg.inv(c2w)
-    cam = np.asarray(points, dtype=np.float64) @ w2c[:3, :3].T + w2c[:3, 3]
-    depth = -cam[:, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u = intrinsics[0, 2] + intrinsics[0, 0] * cam[:, 0] / depth
-        v = intrinsics[1, 2] - intrinsics[1, 1] * cam[:, 1] / depth
-    return np.stack([u, v], axis=1), depth
+    p = np.asarray(projection)
+    pts = np.asarray(points, dtype=p.dtype)
+    # Column-wise products: numpy's matmul is slow for (M, 3) @ (3, 3).
+    q = pts[:, 0:1] * p[:, 0] + pts[:, 1:2] * p[:, 1] + pts[:, 2:3] * p[:, 2] + p[:, 3]
+    depth = q[:, 2]
+    safe = np.where(np.abs(depth) > 1e-9, depth, 1e-9).astype(p.dtype)
+    return q[:, :2] / safe[:, None], depth
 
 
-def transforms_dict(orbit: Orbit, width: int, height: int, file_paths: list[str]) -> dict:
-    """The NeRF-synthetic/nerfstudio ``transforms.json`` content for an orbit, plus our ``orbit`` block."""
-    if len(file_paths) != orbit.num_frames:
-        raise InputError(f"{len(file_paths)} file paths for an orbit of {orbit.num_frames} frames", field="frames")
-    f = orbit.focal_px(width, height)
+def spread_views(count: int, total: int) -> np.ndarray:
+    """Indices of at most ``count`` frames spread evenly over ``total`` frames (the first and last included)."""
+    return np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(int))
+
+
+@dataclass(frozen=True, eq=False)
+class Cameras:
+    """Every frame's own camera: ``c2w (N, 4, 4)`` camera-to-world matrices and one shared field of view."""
+
+    c2w: np.ndarray
+    fov_deg: float
+
+    @classmethod
+    def on_sphere(cls, azimuth_deg: np.ndarray, elevation_deg: np.ndarray, distance: np.ndarray,
+                  fov_deg: float) -> Cameras:
+        """Cameras at per-frame azimuth, elevation and distance (arrays or scalars), each looking at the origin."""
+        a, e, d = np.broadcast_arrays(np.radians(np.atleast_1d(azimuth_deg)), np.radians(elevation_deg), distance)
+        sa, ca, se, ce = np.sin(a), np.cos(a), np.sin(e), np.cos(e)
+        # look_at's axes in closed form: right = (cos φ, sin φ, 0), up = (−sin φ sin θ, cos φ sin θ, cos θ), and
+        # the camera's +Z points away from the origin.
+        c2w = np.zeros((len(a), 4, 4))
+        c2w[:, :3, 0] = np.stack([ca, sa, np.zeros_like(a)], 1)
+        c2w[:, :3, 1] = np.stack([-sa * se, ca * se, ce], 1)
+        c2w[:, :3, 2] = np.stack([sa * ce, -ca * ce, se], 1)
+        c2w[:, :3, 3] = d[:, None] * c2w[:, :3, 2]
+        c2w[:, 3, 3] = 1.0
+        return cls(c2w, float(fov_deg))
+
+    def __len__(self) -> int:
+        return len(self.c2w)
+
+    def subset(self, views: np.ndarray) -> Cameras:
+        return Cameras(self.c2w[np.asarray(views)], self.fov_deg)
+
+    def centres(self) -> np.ndarray:
+        """``(N, 3)`` camera positions."""
+        return self.c2w[:, :3, 3]
+
+    def spherical(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Azimuth (degrees, unwrapped along the frames), elevation (degrees) and distance of every camera."""
+        c = self.centres()
+        distance = np.linalg.norm(c, axis=1)
+        azimuth = np.degrees(np.unwrap(np.arctan2(c[:, 0], -c[:, 1])))
+        elevation = np.degrees(np.arcsin(np.clip(c[:, 2] / np.maximum(distance, 1e-12), -1.0, 1.0)))
+        return azimuth, elevation, distance
+
+    @property
+    def radius(self) -> float:
+        """Mean distance of the cameras from the orbit centre."""
+        return float(np.linalg.norm(self.centres(), axis=1).mean())
+
+    @property
+    def elevation_deg(self) -> float:
+        """Mean elevation of the cameras."""
+        return float(self.spherical()[1].mean())
+
+    def focal_px(self, width: int, height: int) -> float:
+        return focal_from_fov(self.fov_deg, width, height)
+
+    def intrinsics(self, width: int, height: int) -> np.ndarray:
+        return intrinsics_matrix(self.fov_deg, width, height)
+
+    def projections(self, width: int, height: int, index: bool = False) -> np.ndarray:
+        """``(N, 3, 4)`` projection matrices of every frame (see :func:`projection_matrices`)."""
+        return projection_matrices(self.c2w, self.intrinsics(width, height), index)
+
+
+def transforms_dict(orbit: Orbit, width: int, height: int, file_paths: list[str],
+                    cameras: Cameras | None = None, extra: dict | None = None) -> dict:
+    """The NeRF-synthetic/nerfstudio ``transforms.json`` content, plus our ``orbit`` block (the shared parameters).
+
+    Each frame gets its own matrix from ``cameras`` (default: the uniform orbit's); ``extra`` adds top-level keys
+    (the calibration's confidence).
+    """
+    cameras = orbit.cameras() if cameras is None else cameras
+    if not len(file_paths) == orbit.num_frames == len(cameras):
+        raise InputError(f"{len(file_paths)} file paths and {len(cameras)} cameras for an orbit of "
+                         f"{orbit.num_frames} frames", field="frames")
+    f = cameras.focal_px(width, height)
     return {
         "camera_angle_x": 2.0 * math.atan(width / (2.0 * f)),
         "fl_x": f,
@@ -139,15 +233,17 @@ def transforms_dict(orbit: Orbit, width: int, height: int, file_paths: list[str]
         "w": width,
         "h": height,
         "orbit": asdict(orbit),
+        **(extra or {}),
         "frames": [
             {"file_path": path, "transform_matrix": m.tolist()}
-            for path, m in zip(file_paths, orbit.camera_to_world(), strict=True)
+            for path, m in zip(file_paths, cameras.c2w, strict=True)
         ],
     }
 
 
-def write_transforms(path: str | Path, orbit: Orbit, width: int, height: int, file_paths: list[str]) -> None:
-    Path(path).write_text(json.dumps(transforms_dict(orbit, width, height, file_paths), indent=2))
+def write_transforms(path: str | Path, orbit: Orbit, width: int, height: int, file_paths: list[str],
+                     cameras: Cameras | None = None, extra: dict | None = None) -> None:
+    Path(path).write_text(json.dumps(transforms_dict(orbit, width, height, file_paths, cameras, extra), indent=2))
 
 
 def read_transforms(path: str | Path) -> tuple[Orbit | None, dict]:

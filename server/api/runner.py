@@ -38,7 +38,8 @@ def validate_generation(params: dict[str, Any]) -> None:
 
 RECON_FIELDS = {"elevation_deg": "orbit.elevation", "fov_deg": "orbit.fov", "radius": "orbit.radius",
                 "direction": "orbit.direction", "start_azimuth_deg": "orbit.start_azimuth", "closed": "orbit.closed",
-                "resolution": "mesh.resolution", "face_budget": "mesh.face_budget", "texture_size": "mesh.texture_size"}
+                "resolution": "mesh.resolution", "face_budget": "mesh.face_budget", "texture_size": "mesh.texture_size",
+                "matting": "mesh.matting"}
 
 
 def validate_recon(params: dict[str, Any]) -> None:
@@ -72,7 +73,8 @@ def run_job(mode: str, params: dict[str, Any], inputs: dict[str, str], job_dir: 
         from ..recon import reconstruct
 
         source = job_dir / inputs["source"]
-        reconstruct(source, job_dir, recon_options(params), progress=progress, should_cancel=should_cancel)
+        result = reconstruct(source, job_dir, recon_options(params), progress=progress, should_cancel=should_cancel)
+        warnings += [warning["message"] for warning in result.warnings]
     else:
         from ..engine import write_orbit_folder
 

@@ -33,6 +33,8 @@ class MeshOptions(BaseModel):
                                    description="grid cells along the object's longest side")
     face_budget: int | None = Field(None, ge=100, le=2_000_000, description="faces of the output mesh")
     texture_size: Literal[256, 512, 1024, 2048, 4096] | None = Field(None, description="texture atlas side in pixels")
+    matting: Literal["auto", "learned", "colour"] | None = Field(
+        None, description="masks from the learned matting model (auto: when it can run, else colour with a warning)")
 
 
 class OrbitHints(BaseModel):

@@ -14,13 +14,16 @@ from a low orbit, cannot be carved.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 from scipy import ndimage
 
-from ..orbit import Orbit
+from ..orbit import Cameras, spread_views
 from .hull import Volume
-from .silhouettes import SilhouetteField, projection_matrices
+from .silhouettes import SilhouetteField
+from .visibility import depth_map, nearest_pixels
 
 GRID = 64  # cells along the longest side for the carving pass
 IMAGE_SIZE = 160  # colour images are compared at this size (after a light blur)
@@ -34,41 +37,75 @@ OFFSETS = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])  # voxels along the normal
 BLUR = 1.5  # pixels (at IMAGE_SIZE): tolerance for the voxel grid's sub-voxel misplacement
 
 
+@dataclass
+class _Views:
+    """The carving views (blurred colour images, eroded masks, index-pixel projections, camera centres) and the
+    carving grid (origin and spacing) they judge."""
+
+    images: np.ndarray
+    inner: np.ndarray
+    proj: np.ndarray
+    centres: np.ndarray
+    origin: np.ndarray
+    spacing: float
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.images.shape[2], self.images.shape[1]
+
+    def points(self, idx: np.ndarray) -> np.ndarray:
+        return self.origin + self.spacing * idx
+
+    def depth(self, surface: np.ndarray, i: int) -> np.ndarray:
+        """View ``i``'s depth map of the surface voxels (interior voxels always lie behind them)."""
+        return depth_map(self.points(np.argwhere(surface)), self.proj[i], *self.size)
+
+    def sees(self, points: np.ndarray, normals: np.ndarray, depth: np.ndarray, i: int):
+        """Pixels ``(qx, qy)`` (clipped), whether each point is in view and unoccluded, and its cosine to view ``i``."""
+        sw, sh = self.size
+        qx, qy, qd = nearest_pixels(points, self.proj[i])
+        inside = (qx >= 0) & (qx < sw) & (qy >= 0) & (qy < sh)
+        qx, qy = np.clip(qx, 0, sw - 1), np.clip(qy, 0, sh - 1)
+        view = self.centres[i] - points
+        cos = np.einsum("mj,mj->m", view, normals) / np.linalg.norm(view, axis=1)
+        return qx, qy, inside & (qd <= depth[qy, qx] + 1.5 * self.spacing), cos
+
+
 def carve_concavities(volume: Volume, field: SilhouetteField, rgb: np.ndarray, masks: np.ndarray,
-                      orbit: Orbit) -> tuple[Volume, int]:
+                      cameras: Cameras) -> tuple[Volume, int]:
     """Cut photo-inconsistent regions and the unseen underside out of ``volume``.
 
-    Returns the new volume and the number of carved voxels (on the carving grid of ``GRID`` cells).
+    ``rgb``, ``masks`` and ``cameras`` are the frames of one turn (a closing frame left out). Returns the new
+    volume and the number of carved voxels (on the carving grid of ``GRID`` cells).
     """
-    views = _views(orbit)
-    centres = orbit.camera_to_world()[views, :3, 3]
     stride = max(1, round(max(volume.values.shape) / GRID))
-    spacing = volume.spacing * stride
     occupied = volume.values[::stride, ::stride, ::stride] > 0
-    images, inner, proj = _view_images(rgb, masks, orbit, views, IMAGE_SIZE)
-    kept = _space_carve(occupied, volume.origin, spacing, images, inner, proj, centres)
+    views = _view_images(rgb, masks, cameras, spread_views(MAX_VIEWS, len(cameras)), IMAGE_SIZE, volume.origin,
+                         volume.spacing * stride)
+    kept = _space_carve(occupied, views)
     kept = _largest_component(kept)  # crumbs of a carved-through cap would float above the cavity
     carved = occupied & ~kept
-    px = field.pixels_per_unit(orbit)
+    px = field.pixels_per_unit()
     values = volume.values
     if carved.any():
         # A field whose zero level is the carved region's boundary, in pixels like the silhouette field,
         # moved to the most consistent depth found behind each wall voxel. Only the carved boundary
         # moves; the hull's outer surface keeps its silhouette accuracy.
         cavity = ndimage.distance_transform_edt(~carved) - ndimage.distance_transform_edt(carved)
-        cavity -= _wall_depth(kept, carved, volume.origin, spacing, images, inner, proj, centres)
-        cavity = ndimage.gaussian_filter(cavity * spacing * px, 0.7).astype(np.float32)
+        cavity -= _wall_depth(kept, carved, views)
+        cavity = ndimage.gaussian_filter(cavity * views.spacing * px, 0.7).astype(np.float32)
         values = np.minimum(values, _resample(cavity, values.shape))
-    floor = _unseen_underside(kept, volume.origin, spacing, proj, centres, orbit, images.shape[2], images.shape[1])
+    elevation = cameras.elevation_deg
+    floor = _unseen_underside(kept, views, elevation)
     if floor is not None:
         # Nothing looks at the underside: close it flat at the lowest surface any camera saw.
         z = volume.origin[2] + volume.spacing * np.arange(values.shape[2])
-        plane = (np.sign(orbit.elevation_deg) * (z - floor) * px).astype(np.float32)
+        plane = (np.sign(elevation) * (z - floor) * px).astype(np.float32)
         values = np.minimum(values, plane[None, None, :])
     return Volume(values.astype(np.float32), volume.origin, volume.spacing), int(carved.sum())
 
 
-def _wall_depth(kept, carved, origin, spacing, images, inner, proj, centres) -> np.ndarray:
+def _wall_depth(kept: np.ndarray, carved: np.ndarray, views: _Views) -> np.ndarray:
     """How far (voxels) behind each carved wall the colours agree best, spread smoothly over the grid.
 
     Carving stops as soon as a voxel is consistent within the tolerance of ``OFFSETS``, i.e. up to a
@@ -79,10 +116,8 @@ def _wall_depth(kept, carved, origin, spacing, images, inner, proj, centres) -> 
     depth = np.zeros(kept.shape, np.float32)
     if len(idx) == 0:
         return depth
-    points = origin + spacing * idx
     normals = _normals(kept, idx)
-    spread, seen = _colour_spread(points, normals, surface, origin, spacing, images, inner, proj, centres,
-                                  offsets=WALL_OFFSETS)
+    spread, seen = _colour_spread(views.points(idx), normals, surface, views, offsets=WALL_OFFSETS)
     best = -WALL_OFFSETS[spread.argmin(axis=0)]
     weight = np.zeros(kept.shape, np.float32)
     good = seen >= MIN_VIEWS
@@ -100,11 +135,8 @@ def _resample(coarse: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.pad(out, pad, mode="edge")[: shape[0], : shape[1], : shape[2]]
 
 
-def _views(orbit: Orbit) -> np.ndarray:
-    return np.unique(np.linspace(0, orbit.period - 1, min(MAX_VIEWS, orbit.period)).round().astype(int))
-
-
-def _view_images(rgb: np.ndarray, masks: np.ndarray, orbit: Orbit, views: np.ndarray, size: int):
+def _view_images(rgb: np.ndarray, masks: np.ndarray, cameras: Cameras, views: np.ndarray, size: int,
+                 origin: np.ndarray, spacing: float) -> _Views:
     """Blurred colour images, eroded masks and projections of the carving views, ``size`` pixels wide."""
     h, w = rgb.shape[1:3]
     scale = size / max(h, w)
@@ -115,7 +147,8 @@ def _view_images(rgb: np.ndarray, masks: np.ndarray, orbit: Orbit, views: np.nda
     # Only pixels well inside the silhouette: edge pixels blend in the background colour.
     inner = np.stack([cv2.erode(cv2.resize(masks[v].astype(np.uint8), (sw, sh), interpolation=cv2.INTER_AREA),
                                 np.ones((3, 3), np.uint8)) > 0 for v in views])
-    return images, inner, projection_matrices(orbit, sw, sh, views)
+    used = cameras.subset(views)
+    return _Views(images, inner, used.projections(sw, sh, index=True), used.centres(), origin, spacing)
 
 
 def _largest_component(kept: np.ndarray) -> np.ndarray:
@@ -126,49 +159,32 @@ def _largest_component(kept: np.ndarray) -> np.ndarray:
     return labels == (np.argmax(sizes) + 1)
 
 
-def _unseen_underside(kept, origin, spacing, proj, centres, orbit: Orbit, sw: int, sh: int) -> float | None:
+def _unseen_underside(kept: np.ndarray, views: _Views, elevation_deg: float) -> float | None:
     """Height of the lowest surface voxel any camera sees (highest, for an orbit below the object).
 
     From an orbit above the object the hull extends below it in a cone that every camera sees only
     through the object itself; None when the orbit is near the equator and there is no such cone.
     """
-    if abs(orbit.elevation_deg) < UNDERSIDE_MIN_ELEVATION:
+    if abs(elevation_deg) < UNDERSIDE_MIN_ELEVATION:
         return None
     surface = kept & ~ndimage.binary_erosion(kept)
     idx = np.argwhere(surface)
-    points = origin + spacing * idx
+    points = views.points(idx)
     normals = _normals(kept, idx)
-    all_hom = np.concatenate([points, np.ones((len(points), 1))], axis=1)
     seen = np.zeros(len(points), bool)
-    for i in range(len(proj)):
-        depth = _depth_map(all_hom, proj[i], sw, sh)
-        qx, qy, qd = _pixels(points, proj[i])
-        inside = (qx >= 0) & (qx < sw) & (qy >= 0) & (qy < sh)
-        qx, qy = np.clip(qx, 0, sw - 1), np.clip(qy, 0, sh - 1)
-        view = centres[i] - points
-        facing = np.einsum("mj,mj->m", view, normals) > 0
-        seen |= inside & facing & (qd <= depth[qy, qx] + 1.5 * spacing)
+    for i in range(len(views.proj)):
+        _, _, visible, cos = views.sees(points, normals, views.depth(surface, i), i)
+        seen |= visible & (cos > 0)
     if not seen.any():
         return None
     z = points[seen, 2]
-    if orbit.elevation_deg > 0:
-        return float(np.percentile(z, 1.0) - 0.5 * spacing)
-    return float(np.percentile(z, 99.0) + 0.5 * spacing)
+    if elevation_deg > 0:
+        return float(np.percentile(z, 1.0) - 0.5 * views.spacing)
+    return float(np.percentile(z, 99.0) + 0.5 * views.spacing)
 
 
-def _depth_map(all_hom: np.ndarray, proj: np.ndarray, sw: int, sh: int) -> np.ndarray:
-    """Depth of the nearest voxel per pixel (voxel-centre splats, closed by a 3×3 min filter)."""
-    p = all_hom @ proj.T
-    d = p[:, 2]
-    x, y = (p[:, 0] / d).round().astype(int), (p[:, 1] / d).round().astype(int)
-    ok = (x >= 0) & (x < sw) & (y >= 0) & (y < sh)
-    depth = np.full((sh, sw), np.inf)
-    np.minimum.at(depth, (y[ok], x[ok]), d[ok])
-    return cv2.erode(depth.astype(np.float32), np.ones((3, 3), np.uint8))
-
-
-def _space_carve(occupied: np.ndarray, origin: np.ndarray, spacing: float, images, inner, proj, centres,
-                 active: np.ndarray | None = None, max_iterations: int | None = None) -> np.ndarray:
+def _space_carve(occupied: np.ndarray, views: _Views, active: np.ndarray | None = None,
+                 max_iterations: int | None = None) -> np.ndarray:
     """Peel photo-inconsistent surface voxels (within ``active``) until none is left (or ``max_iterations``)."""
     kept = occupied.copy()
     limit = max_iterations or max(occupied.shape)
@@ -177,9 +193,8 @@ def _space_carve(occupied: np.ndarray, origin: np.ndarray, spacing: float, image
         idx = np.argwhere(surface if active is None else surface & active)
         if len(idx) == 0:
             break
-        points = origin + spacing * idx
         normals = _normals(kept, idx)
-        spread, seen = _colour_spread(points, normals, surface, origin, spacing, images, inner, proj, centres)
+        spread, seen = _colour_spread(views.points(idx), normals, surface, views)
         remove = (seen >= MIN_VIEWS) & (spread.min(axis=0) > THRESHOLD)
         if not remove.any():
             break
@@ -194,42 +209,29 @@ def _normals(kept: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return -grads / np.maximum(np.linalg.norm(grads, axis=1, keepdims=True), 1e-9)
 
 
-def _colour_spread(points, normals, surface, origin, spacing, images, inner, proj, centres, offsets=None):
+def _colour_spread(points: np.ndarray, normals: np.ndarray, surface: np.ndarray, views: _Views,
+                   offsets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Colour spread across the views that see each point, at positions along its normal, and the view count.
 
     Returns ``(spread (len(offsets), M), seen (M,))``; ``offsets`` are in voxels (default ``OFFSETS``).
     The voxel centre may sit up to a voxel off the true surface, which on a sharp texture alone makes
     the colours disagree; the caller takes the best position.
     """
-    v_count, sh, sw = images.shape[:3]
-    offsets = (OFFSETS if offsets is None else offsets) * spacing
-    # Interior voxels always lie behind surface ones: the surface alone gives the depth maps.
-    all_idx = np.argwhere(surface)
-    all_hom = np.concatenate([origin + spacing * all_idx, np.ones((len(all_idx), 1))], axis=1)
+    sw, sh = views.size
+    offsets = (OFFSETS if offsets is None else offsets) * views.spacing
     total = np.zeros((len(offsets), len(points), 3))
     total_sq = np.zeros((len(offsets), len(points)))
     seen = np.zeros(len(points), np.int32)
-    for i in range(v_count):
-        depth = _depth_map(all_hom, proj[i], sw, sh)
-        qx, qy, qd = _pixels(points, proj[i])
-        inside = (qx >= 0) & (qx < sw) & (qy >= 0) & (qy < sh)
-        qx, qy = np.clip(qx, 0, sw - 1), np.clip(qy, 0, sh - 1)
-        view = centres[i] - points
-        cos = np.einsum("mj,mj->m", view, normals) / np.linalg.norm(view, axis=1)
-        visible = np.nonzero(inside & inner[i][qy, qx] & (cos > MIN_COSINE) & (qd <= depth[qy, qx] + 1.5 * spacing))[0]
+    for i in range(len(views.proj)):
+        qx, qy, unoccluded, cos = views.sees(points, normals, views.depth(surface, i), i)
+        visible = np.nonzero(unoccluded & views.inner[i][qy, qx] & (cos > MIN_COSINE))[0]
         seen[visible] += 1
         for j, offset in enumerate(offsets):
-            ox, oy, _ = _pixels(points[visible] + offset * normals[visible], proj[i])
-            colour = images[i][np.clip(oy, 0, sh - 1), np.clip(ox, 0, sw - 1)]
+            ox, oy, _ = nearest_pixels(points[visible] + offset * normals[visible], views.proj[i])
+            colour = views.images[i][np.clip(oy, 0, sh - 1), np.clip(ox, 0, sw - 1)]
             total[j, visible] += colour
             total_sq[j, visible] += (colour**2).sum(axis=1)
     n = np.maximum(seen, 1)
     mean = total / n[None, :, None]
     variance = total_sq / n[None, :] - (mean**2).sum(axis=2)
     return np.sqrt(np.maximum(variance, 0.0) / 3.0), seen
-
-
-def _pixels(points: np.ndarray, proj: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Nearest pixel (x, y) and depth of ``points (M, 3)`` under a ``(3, 4)`` projection."""
-    q = points @ proj[:, :3].T + proj[:, 3]
-    return (q[:, 0] / q[:, 2]).round().astype(int), (q[:, 1] / q[:, 2]).round().astype(int), q[:, 2]

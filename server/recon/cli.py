@@ -25,13 +25,27 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                       help="the last frame repeats the first")
     loop.add_argument("--open", dest="closed", action="store_false", help="the last frame does not repeat the first")
     p.add_argument("--calibrate", action="store_true", help="estimate elevation/fov/direction/loop even when given")
+    p.add_argument("--uniform-cameras", dest="per_frame", action="store_false",
+                   help="keep the uniform orbit (a perfect turntable) instead of estimating every frame's pose")
     p.add_argument("--resolution", type=int, default=128, help="grid cells along the object's longest side")
     p.add_argument("--face-budget", type=int, default=10000, help="target face count after decimation")
     p.add_argument("--texture-size", type=int, default=1024, help="texture width and height in pixels")
     p.add_argument("--no-carve", dest="carve", action="store_false", help="skip photo-consistency carving")
+    p.add_argument("--matting", choices=("auto", "learned", "colour"), default="auto",
+                   help="masks from the learned matting model (auto: when it can run, else from the background colour "
+                        "with a warning)")
+    p.add_argument("--matting-model", default=None, help="rembg model name (default birefnet-general-lite)")
     p.add_argument("--format", dest="formats", action="append", choices=("glb", "obj", "ply"),
                    help="extra mesh formats besides glb (repeatable)")
     p.set_defaults(func=run_reconstruct)
+
+    f = commands.add_parser(
+        "fetch-models", help="download the learned matting weights (for an offline machine)",
+        description="Download the learned matting model's weights into rembg's cache ($REMBG_HOME, default ~/.rembg) "
+                    "so that reconstruction can use them without network access; with --ckpt also a hub checkpoint.")
+    f.add_argument("--matting-model", default=None, help="rembg model name (default birefnet-general-lite)")
+    f.add_argument("--ckpt", help="also fetch this hub checkpoint (e.g. DropletX/Droplet3D-5B) into the hub cache")
+    f.set_defaults(func=run_fetch_models)
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
@@ -40,9 +54,10 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     formats = ("glb", *(f for f in dict.fromkeys(args.formats or ()) if f != "glb"))
     options = ReconOptions(
         elevation_deg=args.elevation, fov_deg=args.fov, radius=args.radius, direction=args.direction,
-        start_azimuth_deg=args.start_azimuth, closed=args.closed, calibrate=args.calibrate,
+        start_azimuth_deg=args.start_azimuth, closed=args.closed, calibrate=args.calibrate, per_frame=args.per_frame,
         resolution=args.resolution, carve=args.carve, face_budget=args.face_budget,
-        texture_size=args.texture_size, formats=formats)
+        texture_size=args.texture_size, formats=formats, matting=args.matting,
+        **({"matting_model": args.matting_model} if args.matting_model else {}))
 
     def progress(stage: str, step: int, total: int, elapsed: float) -> None:
         print(f"\r{stage} {step}/{total} {elapsed:6.1f}s", end="" if step < total else "\n", file=sys.stderr)
@@ -51,7 +66,23 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     o = result.orbit
     print(f"orbit: {o.num_frames} frames, elevation {o.elevation_deg:.2f}°, fov {o.fov_deg:.2f}°, "
           f"{'ccw' if o.direction > 0 else 'cw'}, {'closed' if o.closed else 'open'} loop, radius {o.radius:g} m")
+    for warning in result.warnings:
+        print(f"warning: {warning['message']}", file=sys.stderr)
     section = result.manifest.get("reconstruction", result.manifest)
     print(f"wrote {result.mesh_path}: {section['mesh']['faces']} faces, "
           f"{section['timings_s']['total']:.1f} s")
+    return 0
+
+
+def run_fetch_models(args: argparse.Namespace) -> int:
+    from .matting import DEFAULT_MODEL, MODELS, fetch_weights
+
+    model = args.matting_model or DEFAULT_MODEL
+    path = fetch_weights(model)
+    print(f"matting: {model} ({MODELS[model]}) at {path}")
+    if args.ckpt:
+        from ..engine.checkpoint import resolve_checkpoint
+
+        folder, _ = resolve_checkpoint(args.ckpt)
+        print(f"checkpoint: {args.ckpt} at {folder}")
     return 0

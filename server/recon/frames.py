@@ -17,12 +17,21 @@ VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")
 
 @dataclass
 class Frames:
-    """An orbit's frames in order: ``rgb (N, H, W, 3) uint8`` and ``alpha (N, H, W) uint8`` or None."""
+    """An orbit's frames in order: ``rgb (N, H, W, 3) uint8`` and ``alpha (N, H, W) uint8`` or None.
+
+    ``alpha`` is exact only on the frames where ``has_alpha (N,) bool`` holds (all of them by default): the add-on
+    may send frame 0 as a cut-out render beside generated frames without one.
+    """
 
     rgb: np.ndarray
     alpha: np.ndarray | None
     names: list[str]  # source file names (or ``0000.png…`` for a video)
     source_dir: Path | None  # the folder the frames came from (None for a video)
+    has_alpha: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.has_alpha is None:
+            self.has_alpha = np.full(self.count, self.alpha is not None)
 
     @property
     def count(self) -> int:
@@ -71,9 +80,11 @@ def _load_folder(folder: Path) -> Frames:
                              f"{path.name} is {array.shape[1]}x{array.shape[0]}", field="frames")
         rgb.append(array[..., :3])
         alpha.append(array[..., 3] if array.shape[2] == 4 else None)
-    # Alpha counts only when every frame has it and it actually cuts something out.
-    use_alpha = all(a is not None for a in alpha) and any((a < 255).any() for a in alpha)
-    return Frames(np.stack(rgb), np.stack(alpha) if use_alpha else None, [p.name for p in paths], folder)
+    # A frame's alpha counts when it actually cuts something out (an opaque RGBA export carries no mask).
+    has_alpha = np.array([a is not None and bool((a < 255).any()) for a in alpha])
+    stacked = np.stack([a if a is not None else np.full(rgb[0].shape[:2], 255, np.uint8) for a in alpha])
+    return Frames(np.stack(rgb), stacked if has_alpha.any() else None, [p.name for p in paths], folder,
+                  has_alpha)
 
 
 def _load_video(path: Path) -> Frames:

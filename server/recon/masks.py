@@ -1,4 +1,5 @@
-"""Foreground masks: alpha when the frames carry it, else a plain background estimated from the border.
+"""Foreground masks: exact alpha where a frame carries it, else a learned matte (``matting.py``) when one was
+computed, else a plain background estimated from the border.
 
 The background model is a per-frame linear colour ramp fitted robustly to the border pixels, so a
 slightly varying tone is part of the background. A pixel is foreground when its colour departs from
@@ -9,6 +10,7 @@ without changing its colour direction, so a moderate darkening with little chrom
 
 from __future__ import annotations
 
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,19 +18,65 @@ import cv2
 import numpy as np
 
 from ..errors import ReconstructionError
+from .frames import Frames
+from .matting import DEFAULT_MODEL, MattingUnavailable, load_matting
 
+MATTING = ("auto", "learned", "colour")  # auto: learned when the model can run, else colour with a warning
+
+log = logging.getLogger(__name__)
 SHADOW_MIN_BRIGHTNESS = 0.72  # darker than this (relative to the background) is foreground even without chroma
 MIN_CHROMA = 0.035  # floors on the thresholds, as fractions of full scale, for noise-free renders
 MIN_BRIGHTNESS = 0.06
+WEAK = 0.5  # fraction of the detection thresholds that counts as weak evidence of the object
+BRIDGE = 0.08  # gaps bridged by weak evidence, as a fraction of the object's extent in the frame
 
 
-def compute_masks(rgb: np.ndarray, alpha: np.ndarray | None = None, names: list[str] | None = None) -> np.ndarray:
-    """``(N, H, W) bool`` foreground masks of ``rgb (N, H, W, 3) uint8``; ReconstructionError on unusable frames."""
+def frame_masks(frames: Frames, matting: str = "auto", model: str = DEFAULT_MODEL,
+                ) -> tuple[np.ndarray, dict, list[dict]]:
+    """Masks of every frame, how they were made (``{"method", "model", "exact_alpha_frames"}``) and warnings
+    (``{code, field, message}``).
+
+    Frames with an exact alpha keep it; the others get the learned matte (``matting`` auto or learned) or the
+    background colour model (colour, or auto when the model cannot run: a warning says so).
+    """
+    need = ~frames.has_alpha
+    mattes, method, warnings = None, "colour" if need.any() else "alpha", []
+    if need.any() and matting != "colour":
+        try:
+            matte = load_matting(model)
+        except MattingUnavailable as exc:
+            if matting == "learned":
+                raise
+            warnings.append({"code": "matting_unavailable", "field": "matting",
+                             "message": f"learned matting unavailable, masks from the background colour (parts that "
+                                        f"match the background may be lost): {exc}"})
+            log.warning("%s", warnings[-1]["message"])
+        else:
+            mattes = np.zeros(frames.rgb.shape[:3], np.uint8)
+            mattes[need] = matte(frames.rgb[need])
+            method = "learned"
+    masks = compute_masks(frames.rgb, frames.alpha, frames.names, frames.has_alpha, mattes)
+    info = {"method": method, "model": model if method == "learned" else None,
+            "exact_alpha_frames": int(frames.has_alpha.sum())}
+    return masks, info, warnings
+
+
+def compute_masks(rgb: np.ndarray, alpha: np.ndarray | None = None, names: list[str] | None = None,
+                  has_alpha: np.ndarray | None = None, mattes: np.ndarray | None = None) -> np.ndarray:
+    """``(N, H, W) bool`` foreground masks of ``rgb (N, H, W, 3) uint8``; ReconstructionError on unusable frames.
+
+    ``alpha (N, H, W) uint8`` is exact on the frames where ``has_alpha (N,) bool`` holds (all by default);
+    ``mattes (N, H, W) uint8`` (a learned model's alpha) serves the others, else the background colour model.
+    """
     names = names or [f"{k:04d}" for k in range(rgb.shape[0])]
+    if has_alpha is None:
+        has_alpha = np.full(rgb.shape[0], alpha is not None)
 
     def one(k: int) -> np.ndarray:
-        if alpha is not None:
+        if has_alpha[k]:
             return clean_mask(alpha[k] >= 128, smooth=False)
+        if mattes is not None:
+            return clean_mask(mattes[k] >= 128)
         return clean_mask(background_difference(rgb[k]))
 
     # OpenCV and numpy release the GIL on whole images, so threads use every core.
@@ -60,7 +108,36 @@ def background_difference(image: np.ndarray) -> np.ndarray:
     bright_thr = max(MIN_BRIGHTNESS, 6.0 * b_sigma)
     raw = (chroma > chroma_thr) | (brightness > 1.0 + bright_thr) | (brightness < min(SHADOW_MIN_BRIGHTNESS,
                                                                                        1.0 - bright_thr))
+    # Weak evidence: beyond a fraction of the noise thresholds, darkening included (a shade of a pale object).
+    weak = (chroma > chroma_thr * WEAK) | (np.abs(brightness - 1.0) > bright_thr * WEAK)
+    raw = _repair_ambiguous(raw, weak)
     return _refine_edges(image.astype(np.float32) / 255.0, background, raw)
+
+
+def _repair_ambiguous(strong: np.ndarray, weak: np.ndarray) -> np.ndarray:
+    """Bites and holes where the object's colour nears the background's (white patches on white, black fur on
+    black): pixels with weak evidence that lie in the gaps a closing of the sure foreground bridges (about
+    ``BRIDGE`` of the object's size) join the object.
+
+    Plain background shows no evidence there, so real through-holes and gaps stay open.
+    """
+    m = strong.astype(np.uint8)
+    x, y, w, h = cv2.boundingRect(m)
+    if w == 0:
+        return strong
+    radius = max(1, round(BRIDGE * max(w, h)))
+    # Only the object's box (with room for the closing) matters; nothing to do without weak evidence there.
+    pad = 2 * radius + 2
+    box = (slice(max(0, y - pad), y + h + pad), slice(max(0, x - pad), x + w + pad))
+    if not (weak[box] & ~strong[box]).any():
+        return strong
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    bridged = cv2.morphologyEx(m[box], cv2.MORPH_CLOSE, kernel)
+    # Not along the outline itself: a soft shadow touching the object must not grow it.
+    bridged = cv2.erode(bridged, np.ones((3, 3), np.uint8)) > 0
+    out = strong.copy()
+    out[box] |= bridged & weak[box]
+    return out
 
 
 def _refine_edges(image: np.ndarray, background: np.ndarray, mask: np.ndarray) -> np.ndarray:

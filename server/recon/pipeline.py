@@ -26,15 +26,15 @@ from PIL import Image
 from .. import __version__
 from ..errors import Cancelled, InputError, ReconstructionError
 from ..files import make_staging, write_json_atomic
-from ..orbit import DEFAULT_ELEVATION_DEG, DEFAULT_FOV_DEG, DEFAULT_RADIUS, Orbit, write_transforms
-from .calibration import calibrate_orbit
+from ..orbit import DEFAULT_ELEVATION_DEG, DEFAULT_FOV_DEG, DEFAULT_RADIUS, Cameras, Orbit, write_transforms
+from .cameras import estimate_cameras
 from .carving import carve_concavities
 from .export import textured_mesh, write_mesh
 from .frames import IMAGE_SUFFIXES, Frames, load_frames
-from .hull import carve_hull
+from .hull import carve_hull, forgiving_field
 from .limits import MAX_RESOLUTION, MIN_RESOLUTION
-from .masks import compute_masks
-from .silhouettes import SilhouetteField
+from .masks import MATTING, frame_masks
+from .matting import DEFAULT_MODEL
 from .surface import extract_surface
 from .texture import bake_texture, build_atlas, vertex_colours
 
@@ -56,11 +56,14 @@ class ReconOptions:
     start_azimuth_deg: float | None = None
     closed: bool | None = None
     calibrate: bool = False  # estimate elevation/fov/direction/closed even when given
+    per_frame: bool = True  # each frame's own pose from feature tracks (False: the uniform orbit)
     resolution: int = 128  # grid cells along the object's longest side
     carve: bool = True  # photo-consistency carving of concavities
     face_budget: int = 10000
     texture_size: int = 1024
     formats: tuple[str, ...] = ("glb",)
+    matting: str = "auto"  # auto (learned when its model can run, else colour with a warning) | learned | colour
+    matting_model: str = DEFAULT_MODEL
 
     def __post_init__(self) -> None:
         if isinstance(self.direction, str):
@@ -78,6 +81,8 @@ class ReconOptions:
         # Given orbit parameters go through the orbit model's own checks (same fields, same messages).
         Orbit(num_frames=1, elevation_deg=_or(self.elevation_deg, 0.0), fov_deg=_or(self.fov_deg, 40.0),
               radius=_or(self.radius, DEFAULT_RADIUS), direction=_or(self.direction, 1))
+        if self.matting not in MATTING:
+            raise InputError(f"matting must be one of {', '.join(MATTING)}, got {self.matting!r}", field="matting")
         bad = [f for f in self.formats if f not in FORMATS]
         if bad or "glb" not in self.formats:
             raise InputError(f"formats must include glb and come from {FORMATS}, got {self.formats}", field="formats")
@@ -90,9 +95,11 @@ def _or(value, default):
 @dataclass
 class ReconResult:
     orbit: Orbit
+    cameras: Cameras
     mesh_path: Path | None
     transforms_path: Path
     manifest: dict = field(default_factory=dict)
+    warnings: list[dict] = field(default_factory=list)  # {code, field, message}: e.g. a prior used for a camera
 
 
 class _Run:
@@ -121,19 +128,26 @@ def reconstruct(source: str | Path, out_dir: str | Path, options: ReconOptions |
     options = options or ReconOptions()
     source, out_dir = Path(source), Path(out_dir)
     run = _Run(8, progress, should_cancel)
-    frames, masks, orbit, calibration = _frames_masks_orbit(source, options, run)
+    frames, masks, orbit, cameras, calibration, (mask_info, mask_warnings) = _frames_masks_orbit(source, options, run)
+    warnings = [*mask_warnings, *calibration["warnings"]]
 
-    field_ = SilhouetteField(masks, orbit, np.arange(orbit.period))
-    volume = carve_hull(field_, orbit, options.resolution)
+    turn = slice(0, orbit.period)  # a closing frame repeats frame 0: one turn is enough
+    field_ = forgiving_field(masks[turn], cameras.subset(np.arange(orbit.period)), options.calibrate or bool(
+        calibration["estimated"]))
+    volume = carve_hull(field_, options.resolution)
     run.done("hull")
     carved = 0
     if options.carve:
-        volume, carved = carve_concavities(volume, field_, frames.rgb, masks, orbit)
+        volume, carved = carve_concavities(volume, field_, frames.rgb[turn], masks[turn], field_.cameras)
     run.done("carving")
     mesh = extract_surface(volume, options.face_budget)
+    if not mesh.is_watertight:
+        warnings.append({"code": "mesh_open", "field": "face_budget",
+                         "message": f"the mesh is not closed: no closed surface of this object fits "
+                                    f"{options.face_budget} faces (raise the face budget for a closed one)"})
     run.done("surface")
     vertices, faces, uv = build_atlas(mesh)
-    texture = bake_texture(vertices, faces, uv, frames.rgb, orbit, options.texture_size)
+    texture = bake_texture(vertices, faces, uv, frames.rgb[turn], field_.cameras, options.texture_size)
     textured = textured_mesh(vertices, faces, uv, texture, vertex_colours(texture, uv))
     run.done("texture")
 
@@ -143,25 +157,33 @@ def reconstruct(source: str | Path, out_dir: str | Path, options: ReconOptions |
 
     section = {
         "calibration": calibration,
+        "masks": mask_info,
+        "warnings": warnings,
         "mesh": {"vertices": len(mesh.vertices), "faces": len(mesh.faces),
                  "watertight": bool(mesh.is_watertight), "winding_consistent": bool(mesh.is_winding_consistent),
                  "volume_m3": float(mesh.volume) if mesh.is_volume else None,
                  "bounds_m": mesh.bounds.round(5).tolist(), "carved_voxels": int(carved),
                  "texture_size": options.texture_size, "formats": list(options.formats)},
     }
-    manifest = _commit(out_dir, frames, masks, orbit, options, run, section, write)
-    return ReconResult(orbit, out_dir / "mesh.glb", out_dir / "transforms.json", manifest)
+    manifest = _commit(out_dir, frames, masks, orbit, cameras, options, run, section, write)
+    return ReconResult(orbit, cameras, out_dir / "mesh.glb", out_dir / "transforms.json", manifest, warnings)
 
 
 def calibrate(source: str | Path, out_dir: str | Path, options: ReconOptions | None = None,
               progress: Progress | None = None) -> Orbit:
     """The cheap part only: masks and the orbit; writes ``transforms.json`` and ``masks/`` into ``out_dir``."""
     options = options or ReconOptions()
-    source, out_dir = Path(source), Path(out_dir)
+    return _calibrate(source, out_dir, options, progress)[0]
+
+
+def _calibrate(source: Path, out_dir: Path, options: ReconOptions, progress: Progress | None,
+               ) -> tuple[Orbit, list[dict]]:
     run = _Run(4, progress, None)
-    frames, masks, orbit, _ = _frames_masks_orbit(source, options, run)
-    _commit(out_dir, frames, masks, orbit, options, run, None, None)
-    return orbit
+    frames, masks, orbit, cameras, calibration, (mask_info, mask_warnings) = _frames_masks_orbit(
+        Path(source), options, run)
+    section = {"calibration": calibration, "masks": mask_info}
+    _commit(Path(out_dir), frames, masks, orbit, cameras, options, run, section, None)
+    return orbit, [*mask_warnings, *calibration["warnings"]]
 
 
 def write_nominal_transforms(job_dir: str | Path, options: ReconOptions | None = None) -> Orbit:
@@ -193,16 +215,19 @@ def orbit_cameras(job_dir: str | Path, options: ReconOptions | None = None, *, m
 
     The generation is never lost to its reconstruction: when the frames give no cameras or no mesh,
     ``transforms.json`` holds the nominal orbit (hints given, else defaults), ``manifest.json`` records the failure,
-    and the returned warning ``{code, message}`` says what failed. A cancel still raises.
+    and the returned warning ``{code, message}`` says what failed (or, on success, what went less well: e.g. masks
+    from colour alone). A cancel still raises.
     """
     job_dir = Path(job_dir)
     options = options or ReconOptions()
     try:
         if mesh:
-            return reconstruct(job_dir / "frames", job_dir, options, progress, should_cancel).orbit, None
+            result = reconstruct(job_dir / "frames", job_dir, options, progress, should_cancel)
+            return result.orbit, _camera_warning(result.warnings)
         if progress is not None:
             progress(STAGE, 0, 0, 0.0)
-        return calibrate(job_dir / "frames", job_dir, options, progress), None
+        orbit, warnings = _calibrate(job_dir / "frames", job_dir, options, progress)
+        return orbit, _camera_warning(warnings)
     except Cancelled:
         raise
     except Exception as exc:  # a bug in a late stage must not cost the generation either
@@ -215,6 +240,15 @@ def orbit_cameras(job_dir: str | Path, options: ReconOptions | None = None, *, m
                    "nominal orbit (given hints, else the default elevation, fov and direction)")
         _record_failure(job_dir, {"status": "failed", "code": code, "message": str(exc), "nominal_orbit": True})
         return orbit, {"code": "reconstruction_failed" if mesh else "nominal_cameras", "message": message}
+
+
+def _camera_warning(warnings: list[dict]) -> dict | None:
+    """The reconstruction's warnings as the job's one warning (cameras on priors or unsure, masks from colour
+    alone, an open mesh)."""
+    if not warnings:
+        return None
+    code = "camera_prior" if any(w["code"] == "camera_prior" for w in warnings) else warnings[0]["code"]
+    return {"code": code, "message": "; ".join(w["message"] for w in warnings)}
 
 
 def _record_failure(job_dir: Path, section: dict) -> None:
@@ -231,7 +265,7 @@ def _record_failure(job_dir: Path, section: dict) -> None:
 def _frames_masks_orbit(source: Path, options: ReconOptions, run: _Run):
     frames = load_frames(source)
     run.done("load")
-    masks = compute_masks(frames.rgb, frames.alpha, frames.names)
+    masks, mask_info, warnings = frame_masks(frames, options.matting, options.matting_model)
     run.done("masks")
     base = Orbit(num_frames=frames.count, radius=_or(options.radius, DEFAULT_RADIUS),
                  start_azimuth_deg=_or(options.start_azimuth_deg, 0.0))
@@ -240,12 +274,14 @@ def _frames_masks_orbit(source: Path, options: ReconOptions, run: _Run):
     if options.calibrate:
         given = dict.fromkeys(given)
     t0 = time.perf_counter()
-    result = calibrate_orbit(masks, base, frames.rgb, **given)
-    calibration = {"estimated": sorted(k for k, v in given.items() if v is None),
-                   "score_px": round(result.score, 4), "evaluations": result.evaluations,
+    estimate = estimate_cameras(frames.rgb, masks, base, **given, per_frame=options.per_frame)
+    for warning in estimate.warnings:
+        log.warning("%s", warning["message"])
+    calibration = {"estimated": sorted(k for k, v in given.items() if v is None), **estimate.report,
+                   "confidence": estimate.confidence, "warnings": estimate.warnings,
                    "seconds": round(time.perf_counter() - t0, 3)}
     run.done("orbit")
-    return frames, masks, result.orbit, calibration
+    return frames, masks, estimate.orbit, estimate.cameras, calibration, (mask_info, warnings)
 
 
 def _frame_paths(frames: Frames, out_dir: Path) -> tuple[list[str], bool]:
@@ -257,8 +293,8 @@ def _frame_paths(frames: Frames, out_dir: Path) -> tuple[list[str], bool]:
     return [f"frames/{k:04d}.png" for k in range(frames.count)], True
 
 
-def _commit(out_dir: Path, frames: Frames, masks: np.ndarray, orbit: Orbit, options: ReconOptions, run: _Run,
-            section: dict | None, write: Callable[[Path], None] | None) -> dict:
+def _commit(out_dir: Path, frames: Frames, masks: np.ndarray, orbit: Orbit, cameras: Cameras, options: ReconOptions,
+            run: _Run, section: dict | None, write: Callable[[Path], None] | None) -> dict:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = make_staging(out_dir.parent)
     try:
@@ -276,7 +312,9 @@ def _commit(out_dir: Path, frames: Frames, masks: np.ndarray, orbit: Orbit, opti
             cv2.imwrite(str(staging / "masks" / f"{k:04d}.png"), masks[k].astype(np.uint8) * 255,
                         [cv2.IMWRITE_PNG_COMPRESSION, 1])
         width, height = frames.size
-        write_transforms(staging / "transforms.json", orbit, width, height, paths)
+        calibration = (section or {}).get("calibration") or {}
+        extra = {"calibration": {k: calibration[k] for k in ("confidence", "warnings") if k in calibration}}
+        write_transforms(staging / "transforms.json", orbit, width, height, paths, cameras, extra)
         manifest: dict = {}
         if write is not None:
             write(staging)

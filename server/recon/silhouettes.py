@@ -4,6 +4,10 @@
 (positive inside) and ``π_k`` projects with camera ``k``. The visual hull is ``F ≥ 0``; because ``F``
 is continuous, marching cubes on it places the hull surface with sub-voxel accuracy, and its
 magnitude bounds how far the surface can be (which drives the coarse-to-fine evaluation).
+
+A forgiving field (``forgive = m``) takes the (m+1)-th smallest value instead of the minimum, plus a
+tolerance in pixels: a point then dies only when more than ``m`` views see it clearly outside, so one
+view's mask mistake (a part that matched the background there) cannot cut away what the others show.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..orbit import Orbit, camera_position, look_at
+from ..orbit import Cameras
 
 BLOCK = 1 << 19  # samples (points × views) per evaluation chunk: bounds memory and keeps it cache-sized
 SHRT_MAX = 32767  # cv2.remap's limit on image and map sides
@@ -25,31 +29,14 @@ def signed_distance(mask: np.ndarray) -> np.ndarray:
     return np.where(m > 0, inside - 0.5, 0.5 - outside).astype(np.float32)
 
 
-def view_cameras(orbit: Orbit, views: np.ndarray | None = None) -> np.ndarray:
-    """``(V, 4, 4)`` camera-to-world matrices of some of the orbit's frames (all when ``views`` is None)."""
-    azimuths = orbit.azimuths_deg() if views is None else orbit.azimuths_deg()[views]
-    return np.stack([look_at(camera_position(a, orbit.elevation_deg, orbit.radius)) for a in azimuths])
-
-
-def projection_matrices(orbit: Orbit, width: int, height: int, views: np.ndarray | None = None,
-                        cameras: np.ndarray | None = None) -> np.ndarray:
-    """``(V, 3, 4)`` matrices mapping homogeneous world points to ``(u·d, v·d, d)`` in array-index pixels."""
-    c2w = view_cameras(orbit, views) if cameras is None else cameras
-    f = orbit.focal_px(width, height)
-    # Camera looks down −Z with +Y up; pixel centres sit at index + 0.5, so array index = u − 0.5.
-    cx, cy = width / 2.0 - 0.5, height / 2.0 - 0.5
-    k = np.array([[f, 0.0, -cx], [0.0, -f, -cy], [0.0, 0.0, -1.0]])
-    w2c = np.linalg.inv(c2w)[:, :3, :]
-    return k @ w2c
-
-
 class SilhouetteField:
-    """``F(x)`` for a set of masks and their cameras (a subset of the orbit's frames when ``views`` is given)."""
+    """``F(x)`` for a set of masks and their cameras (a subset of the frames when ``views`` is given)."""
 
-    def __init__(self, masks: np.ndarray, orbit: Orbit, views: np.ndarray | None = None,
-                 sdt: np.ndarray | None = None, cameras: np.ndarray | None = None) -> None:
-        """``sdt``/``cameras``: the views' signed distances and camera-to-world matrices when already known
-        (calibration tries many orbits)."""
+    def __init__(self, masks: np.ndarray, cameras: Cameras, views: np.ndarray | None = None,
+                 sdt: np.ndarray | None = None, forgive: int = 0, tolerance_px: float = 0.0) -> None:
+        """``masks (N, H, W)`` and ``cameras`` (N of them); ``sdt``: the views' signed distances when already
+        known (calibration tries many orbits); ``forgive`` views may disagree, each by ``tolerance_px``."""
+        self.forgive, self.tolerance_px = forgive, np.float32(tolerance_px)
         views = np.arange(masks.shape[0]) if views is None else np.asarray(views)
         self.height, self.width = masks.shape[1:3]
         # All views tiled into one image (column-major; cv2.remap takes at most 32766 rows and columns), so
@@ -63,12 +50,14 @@ class SilhouetteField:
         for i, k in enumerate(views):
             u, v = int(self.tile_u[i, 0]), int(self.tile_v[i, 0])
             self.atlas[v:v + self.height, u:u + self.width] = signed_distance(masks[k]) if sdt is None else sdt[i]
-        self.proj = projection_matrices(orbit, self.width, self.height, views, cameras).astype(np.float32)
+        used = cameras.subset(views)
+        self.proj = used.projections(self.width, self.height, index=True).astype(np.float32)
         self.views = views
+        self.cameras = used
 
-    def pixels_per_unit(self, orbit: Orbit) -> float:
+    def pixels_per_unit(self) -> float:
         """Pixels spanned by one world unit at the orbit centre's depth."""
-        return orbit.focal_px(self.width, self.height) / orbit.radius
+        return self.cameras.focal_px(self.width, self.height) / self.cameras.radius
 
     def __call__(self, points: np.ndarray, skip: int | np.ndarray | None = None) -> np.ndarray:
         """``(M,) float32`` field at ``points (M, 3)``; ``skip`` leaves one view (by position) out, for all
@@ -105,4 +94,7 @@ class SilhouetteField:
             values[skip, np.arange(n)] = np.inf
         elif skip is not None:
             values[skip] = np.inf
-        return values.min(axis=0)
+        if self.forgive == 0:
+            return values.min(axis=0) + self.tolerance_px
+        return np.partition(values, min(self.forgive, count - 1), axis=0)[min(self.forgive, count - 1)] + \
+            self.tolerance_px

@@ -13,7 +13,8 @@ import numpy as np
 import trimesh
 import xatlas
 
-from ..orbit import Orbit
+from ..orbit import Cameras, project, spread_views
+from .visibility import depth_map, nearest_pixels
 
 BEST_VIEWS = 4
 MAX_VIEWS = 32  # candidate cameras, spread evenly around the orbit
@@ -26,9 +27,9 @@ def build_atlas(mesh: trimesh.Trimesh) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return mesh.vertices[vmapping], faces.astype(np.int64), uv
 
 
-def bake_texture(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, rgb: np.ndarray, orbit: Orbit,
+def bake_texture(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, rgb: np.ndarray, cameras: Cameras,
                  size: int = 1024) -> np.ndarray:
-    """``(size, size, 3) uint8`` base colour. ``rgb (N, H, W, 3)`` frames along ``orbit``.
+    """``(size, size, 3) uint8`` base colour. ``rgb (N, H, W, 3)`` frames seen by ``cameras`` (one turn).
 
     UV ``(0, 0)`` is the bottom-left of the image (OpenGL, as trimesh writes it into glTF).
     """
@@ -41,7 +42,7 @@ def bake_texture(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, rgb: n
     normal = np.einsum("mk,mkj->mj", bary, normals[corners])
     normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-9)
 
-    colour, weight = _blend_views(points, normal.astype(np.float32), tri, vertices, faces, rgb, orbit)
+    colour, weight = _blend_views(points, normal.astype(np.float32), tri, vertices, faces, rgb, cameras)
     image = np.zeros((size, size, 3), np.float32)
     filled = np.zeros((size, size), np.float32)
     image[texels] = colour
@@ -81,9 +82,10 @@ def _rasterize_uv(faces: np.ndarray, uv: np.ndarray, size: int) -> tuple[np.ndar
     return tri_id, bary_image[tri_id >= 0]
 
 
-def _depth_maps(vertices: np.ndarray, faces: np.ndarray, orbit: Orbit, views: np.ndarray, width: int,
-                height: int) -> tuple[np.ndarray, float]:
-    """Per-view depth of the nearest surface, from dense surface samples splatted at reduced size."""
+def _depth_maps(vertices: np.ndarray, faces: np.ndarray, cameras: Cameras, width: int,
+                height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-view depth of the nearest surface from dense surface samples splatted at reduced size, and the
+    reduced size's projections."""
     scale = DEPTH_MAP_SIZE / max(width, height)
     w, h = max(4, round(width * scale)), max(4, round(height * scale))
     samples = np.concatenate([vertices, vertices[faces].mean(axis=1)])
@@ -91,32 +93,25 @@ def _depth_maps(vertices: np.ndarray, faces: np.ndarray, orbit: Orbit, views: np
     for t in (0.25, 0.5, 0.75):  # midpoints fill gaps between the vertices of long faces
         samples = np.concatenate([samples, vertices[faces[:, 0]] + t * edges[:, 0],
                                   vertices[faces[:, 1]] + t * edges[:, 1]])
-    c2w = orbit.camera_to_world()[views]
-    K = orbit.intrinsics(w, h).astype(np.float32)
+    proj = cameras.projections(w, h, index=True).astype(np.float32)
     samples = samples.astype(np.float32)
-    maps = np.full((len(views), h, w), np.inf, np.float32)
-    for i in range(len(views)):
-        uv, depth = _project(samples, c2w[i], K)
-        x, y = uv[:, 0].astype(int), uv[:, 1].astype(int)
-        ok = (x >= 0) & (x < w) & (y >= 0) & (y < h) & (depth > 0)
-        np.minimum.at(maps[i], (y[ok], x[ok]), depth[ok])
-        maps[i] = cv2.erode(maps[i], np.ones((3, 3), np.uint8))  # closes pinholes between samples
-    return maps, scale
+    return np.stack([depth_map(samples, proj[i], w, h) for i in range(len(cameras))]), proj
 
 
-def _blend_views(points, normal, tri, vertices, faces, rgb, orbit: Orbit) -> tuple[np.ndarray, np.ndarray]:
+def _blend_views(points, normal, tri, vertices, faces, rgb, cameras: Cameras) -> tuple[np.ndarray, np.ndarray]:
     """Weighted colour per texel from the best views of its face; weight 0 where no view sees it."""
     height, width = rgb.shape[1:3]
-    views = np.unique(np.linspace(0, orbit.period - 1, min(MAX_VIEWS, orbit.period)).round().astype(int))
-    c2w = orbit.camera_to_world()[views]
-    K = orbit.intrinsics(width, height).astype(np.float32)
-    maps, scale = _depth_maps(vertices, faces, orbit, views, width, height)
+    views = spread_views(MAX_VIEWS, len(cameras))
+    used = cameras.subset(views)
+    centres = used.centres()
+    proj = used.projections(width, height, index=True).astype(np.float32)
+    maps, small = _depth_maps(vertices, faces, used, width, height)
     tolerance = 0.02 * float(np.ptp(vertices, axis=0).max())
 
     # Rank views per face by viewing angle (cheap), then judge each texel against its face's best views.
     centroid = vertices[faces].mean(axis=1)
     face_normal = trimesh.Trimesh(vertices, faces, process=False).face_normals
-    to_cam = c2w[None, :, :3, 3] - centroid[:, None, :]
+    to_cam = centres[None, :, :] - centroid[:, None, :]
     face_cos = np.einsum("fvj,fj->fv", to_cam, face_normal) / np.linalg.norm(to_cam, axis=2)
     k = min(BEST_VIEWS, len(views))
     best = np.argpartition(-face_cos, k - 1, axis=1)[:, :k][tri]  # (texels, k)
@@ -130,13 +125,13 @@ def _blend_views(points, normal, tri, vertices, faces, rgb, orbit: Orbit) -> tup
         if rows.size == 0:
             continue
         p = points[rows]
-        to_view = c2w[i, :3, 3].astype(np.float32) - p
+        to_view = centres[i].astype(np.float32) - p
         cos = np.einsum("mj,mj->m", to_view, normal[rows]) / np.linalg.norm(to_view, axis=1)
-        uv, depth = _project(p, c2w[i], K)
-        x, y = uv[:, 0] - 0.5, uv[:, 1] - 0.5  # array-index coordinates
-        inside = (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1) & (cos > 0.05)
-        dx = np.clip((uv[:, 0] * scale).astype(int), 0, maps.shape[2] - 1)
-        dy = np.clip((uv[:, 1] * scale).astype(int), 0, maps.shape[1] - 1)
+        xy, depth = project(p, proj[i])
+        x, y = xy[:, 0], xy[:, 1]
+        inside = (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1) & (cos > 0.05) & (depth > 0)
+        dx, dy, _ = nearest_pixels(p, small[i])
+        dx, dy = np.clip(dx, 0, maps.shape[2] - 1), np.clip(dy, 0, maps.shape[1] - 1)
         visible = inside & (depth <= maps[i][dy, dx] + tolerance)
         rows, cos, x, y = rows[visible], cos[visible], x[visible], y[visible]
         w = cos**4
@@ -155,18 +150,6 @@ def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     top = image[y0, x0] * (1 - fx) + image[y0, x0 + 1] * fx
     bottom = image[y0 + 1, x0] * (1 - fx) + image[y0 + 1, x0 + 1] * fx
     return top * (1 - fy) + bottom * fy
-
-
-def _project(points: np.ndarray, c2w: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels ``(M, 2)`` and depths ``(M,)`` of ``points (M, 3) float32`` (``droplet3d.orbit.project``, in float32)."""
-    w2c = np.linalg.inv(c2w).astype(np.float32)
-    # Column-wise products: numpy's matmul is slow for (M, 3) @ (3, 3).
-    cam = points[:, 0:1] * w2c[:3, 0] + points[:, 1:2] * w2c[:3, 1] + points[:, 2:3] * w2c[:3, 2] + w2c[:3, 3]
-    depth = -cam[:, 2]
-    safe = np.where(depth > 1e-6, depth, np.float32(1e-6))
-    u = K[0, 2] + K[0, 0] * cam[:, 0] / safe
-    v = K[1, 2] - K[1, 1] * cam[:, 1] / safe
-    return np.stack([u, v], axis=1), depth
 
 
 def _pull_push(image: np.ndarray, valid: np.ndarray) -> np.ndarray:

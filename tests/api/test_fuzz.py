@@ -34,7 +34,8 @@ BAD_FIELDS = {
     "fps": [8, 0, "8"],  # fps is refused in orbit mode whatever its value
     "view_align": ["true", 1, 0, []],
     "reconstruct": ["yes", 1, {}],
-    "mesh": [{"resolution": 16}, {"face_budget": 10}, {"texture_size": 300}, {"unknown": 1}, [], "x"],
+    "mesh": [{"resolution": 16}, {"face_budget": 10}, {"texture_size": 300}, {"matting": "magic"}, {"unknown": 1}, [],
+             "x"],
     "orbit": [{"elevation": 90}, {"fov": 0}, {"radius": 0}, {"direction": "up"}, {"start_azimuth": 720},
               {"closed": "yes"}, {"x": 1}, "ccw"],
     "bogus": [1], "Prompt": ["x"], "__proto__": [{}], "params": [{}], "prompt ": ["x"],

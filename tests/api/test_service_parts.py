@@ -60,6 +60,14 @@ def test_job_params_name_the_field_that_does_not_fit_the_mode(params, field):
     assert parse(**params).mode_problem()[0] == field
 
 
+def test_mesh_matting_reaches_the_reconstruction_options():
+    from droplet3d.api.runner import recon_options
+
+    params = parse(mode="reconstruct", mesh={"matting": "colour", "face_budget": 500}).model_dump()
+    options = recon_options(params)
+    assert options.matting == "colour" and options.face_budget == 500
+
+
 def test_job_params_accept_each_mode():
     assert parse(prompt="a cup", width=64, height=64, guidance_scale=6).mode_problem() is None
     assert parse(mode="video", prompt="a cup", fps=8, view_align=False).mode_problem() is None

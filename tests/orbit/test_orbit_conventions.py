@@ -4,7 +4,16 @@ import math
 import numpy as np
 import pytest
 from droplet3d.errors import InputError
-from droplet3d.orbit import Orbit, look_at, project, read_transforms, write_transforms
+from droplet3d.orbit import (
+    Cameras,
+    Orbit,
+    look_at,
+    project,
+    projection_matrices,
+    read_transforms,
+    spread_views,
+    write_transforms,
+)
 
 
 def test_azimuth_zero_is_blender_front_view_and_90_is_plus_x():
@@ -42,11 +51,12 @@ def test_transforms_json_camera_reprojects_a_known_point(tmp_path):
     # The origin projects to the image centre in every frame.
     K = np.array([[data["fl_x"], 0, data["cx"]], [0, data["fl_y"], data["cy"]], [0, 0, 1]])
     for frame in data["frames"]:
-        uv, depth = project(np.zeros((1, 3)), np.array(frame["transform_matrix"]), K)
+        uv, depth = project(np.zeros((1, 3)), projection_matrices(np.array(frame["transform_matrix"]), K))
         np.testing.assert_allclose(uv[0], [w / 2, h / 2], atol=1e-9)
         assert depth[0] == pytest.approx(2.5)
     # The world +Z axis tip appears above the centre (smaller v) in frame 0; fov spans the larger side.
-    uv, _ = project(np.array([[0.0, 0.0, 0.1]]), np.array(data["frames"][0]["transform_matrix"]), K)
+    front = projection_matrices(np.array(data["frames"][0]["transform_matrix"]), K)
+    uv, _ = project(np.array([[0.0, 0.0, 0.1]]), front)
     assert uv[0, 1] < h / 2
     assert data["camera_angle_x"] == pytest.approx(math.radians(50.0))
     again, _ = read_transforms(tmp_path / "transforms.json")
@@ -55,8 +65,39 @@ def test_transforms_json_camera_reprojects_a_known_point(tmp_path):
 
 def test_point_right_of_centre_in_front_view_projects_right():
     orbit = Orbit(num_frames=1, radius=2.0)
-    uv, _ = project(np.array([[0.1, 0.0, 0.0]]), orbit.camera_to_world()[0], orbit.intrinsics(100, 100))
+    uv, _ = project(np.array([[0.1, 0.0, 0.0]]), orbit.cameras().projections(100, 100)[0])
     assert uv[0, 0] > 50
+
+
+def test_index_coordinates_put_pixel_centres_on_integers():
+    cameras = Orbit(num_frames=3, elevation_deg=10.0, radius=2.0).cameras()
+    points = np.array([[0.1, 0.2, -0.1], [0.0, 0.0, 0.0]])
+    for corner, index in zip(cameras.projections(64, 48), cameras.projections(64, 48, index=True), strict=True):
+        np.testing.assert_allclose(project(points, index)[0], project(points, corner)[0] - 0.5, atol=1e-12)
+
+
+def test_per_frame_cameras_round_trip_through_their_angles_and_transforms_json(tmp_path):
+    azimuth = np.array([0.0, 95.0, 170.0, 281.0])
+    elevation = np.array([10.0, 12.0, 9.5, 11.0])
+    distance = np.array([2.5, 2.46, 2.53, 2.5])
+    cameras = Cameras.on_sphere(azimuth, elevation, distance, 35.0)
+    a, e, d = cameras.spherical()
+    np.testing.assert_allclose(a, azimuth, atol=1e-9)
+    np.testing.assert_allclose(e, elevation, atol=1e-9)
+    np.testing.assert_allclose(d, distance, atol=1e-12)
+    orbit = Orbit(num_frames=4, elevation_deg=10.0, fov_deg=35.0, radius=2.5)
+    write_transforms(tmp_path / "t.json", orbit, 64, 64, [f"{k}.png" for k in range(4)], cameras,
+                     {"confidence": {"elevation_deg": 0.5}})
+    data = json.loads((tmp_path / "t.json").read_text())
+    np.testing.assert_allclose([f["transform_matrix"] for f in data["frames"]], cameras.c2w, atol=1e-12)
+    assert data["confidence"] == {"elevation_deg": 0.5}
+    with pytest.raises(InputError):
+        write_transforms(tmp_path / "t.json", orbit, 64, 64, ["a.png"] * 4, cameras.subset([0, 1]))
+
+
+def test_spread_views_keeps_the_ends_and_never_repeats():
+    assert spread_views(4, 10).tolist() == [0, 3, 6, 9]
+    assert spread_views(32, 5).tolist() == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.parametrize(
@@ -68,3 +109,9 @@ def test_bad_orbit_parameters_name_the_field(kwargs, field):
     with pytest.raises(InputError) as info:
         Orbit(**kwargs)
     assert info.value.field == field
+
+
+def test_cameras_on_the_sphere_match_look_at():
+    orbit = Orbit(num_frames=7, elevation_deg=-35.0, radius=1.7, start_azimuth_deg=20.0, direction=-1)
+    cameras = Cameras.on_sphere(orbit.azimuths_deg(), orbit.elevation_deg, orbit.radius, orbit.fov_deg)
+    np.testing.assert_allclose(cameras.c2w, orbit.camera_to_world(), atol=1e-12)

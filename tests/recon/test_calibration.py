@@ -5,7 +5,7 @@ import json
 import imageio_ffmpeg
 import numpy as np
 from conftest import SUZANNE_ORBIT, render_orbit, rendered
-from droplet3d.orbit import Orbit, project, read_transforms
+from droplet3d.orbit import Orbit, project, projection_matrices, read_transforms
 from droplet3d.recon import ReconOptions, calibrate
 from droplet3d.recon.calibration import detect_closed_loop
 from droplet3d.recon.frames import load_frames
@@ -55,7 +55,8 @@ def test_transforms_json_camera_reprojects_a_known_point_onto_blenders_render(tm
         ys, xs = np.nonzero(red)
         # Pixel (0, 0)'s centre is at (0.5, 0.5) in the conventions of droplet3d.orbit.
         centroid = np.array([xs.mean() + 0.5, ys.mean() + 0.5])
-        uv, depth = project(np.array([render_orbit.MARKER]), np.array(frame["transform_matrix"]), K)
+        proj = projection_matrices(np.array(frame["transform_matrix"]), K)
+        uv, depth = project(np.array([render_orbit.MARKER]), proj)
         assert depth[0] > 0
         np.testing.assert_allclose(uv[0], centroid, atol=0.75)
 

@@ -1,8 +1,10 @@
 import cv2
 import numpy as np
 from conftest import SUZANNE_ORBIT, rendered
+from droplet3d.recon import masks as masks_module
 from droplet3d.recon.frames import load_frames
 from droplet3d.recon.masks import compute_masks
+from PIL import Image
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -50,3 +52,38 @@ def test_mask_from_a_rendered_background_matches_the_renders_alpha():
     ours = compute_masks(opaque.rgb)
     reference = compute_masks(with_alpha.rgb, with_alpha.alpha)
     assert _iou(ours, reference) > 0.97
+
+
+def test_a_patch_of_near_background_colour_is_bridged_but_a_plain_hole_stays_open(monkeypatch):
+    # A dark disc with a pale patch (slightly brighter than the grey background: weak evidence) and a hole of
+    # pure background of the same size: colour alone cuts both out; the repair puts only the patch back.
+    h = w = 160
+    yy, xx = np.mgrid[0:h, 0:w]
+    image = np.full((h, w, 3), 200, np.uint8)
+    disc = np.hypot(xx - 80, yy - 80) < 40
+    image[disc] = (40, 60, 120)
+    patch = (xx > 95) & (xx < 110) & (np.abs(yy - 80) < 5)
+    image[patch] = 207  # 3.5 % brighter than the background: below the detection threshold, above half of it
+    hole = (xx > 50) & (xx < 65) & (np.abs(yy - 80) < 5)
+    image[hole] = 200
+    mask = compute_masks(image[None])[0]
+    inner = (slice(77, 84), slice(None))  # the rows away from the rectangles' corners, which clean-up rounds
+    assert mask[patch].all()
+    assert not mask[inner][hole[inner]].any()
+    monkeypatch.setattr(masks_module, "WEAK", 100.0)  # no weak evidence: the colour test alone cuts the patch out
+    assert not compute_masks(image[None])[0][inner][patch[inner]].any()
+
+
+def test_frame_zero_alpha_alone_is_used_for_frame_zero(tmp_path):
+    rgb = np.full((64, 64, 3), 128, np.uint8)
+    rgb[20:40, 20:44] = (30, 90, 200)
+    cut = np.zeros((64, 64), np.uint8)
+    cut[10:50, 10:54] = 255  # the exact cut-out is larger than the blue patch: only alpha can say so
+    Image.fromarray(np.dstack([rgb, cut])).save(tmp_path / "0000.png")
+    for k in range(1, 8):
+        Image.fromarray(rgb).save(tmp_path / f"{k:04d}.png")
+    frames = load_frames(tmp_path)
+    assert frames.has_alpha.tolist() == [True] + [False] * 7
+    masks = compute_masks(frames.rgb, frames.alpha, frames.names, frames.has_alpha)
+    assert masks[0].sum() == 40 * 44
+    assert abs(int(masks[1].sum()) - 20 * 24) <= 4 and masks[1, 20:40, 20:44][1:-1, 1:-1].all()  # colour: corners

@@ -1,0 +1,573 @@
+"""Per-frame cameras: every frame's own azimuth, elevation and distance, from feature tracks.
+
+A generated orbit is not a turntable (REFERENCE.md §4): its angular speed drifts, the total turn is not exactly
+360°, and each frame jitters and zooms a little. Frame ``k``'s camera sits at azimuth ``φ_k``, elevation
+``Θ + δ_k`` and distance ``R·(1 + ζ_k)`` (zoom as a dolly), looking at the origin with +Z up; all frames share
+the field of view. One bundle adjustment over every frame fits these and the tracked points' positions to the
+tracks, starting from the calibrated uniform orbit: Levenberg-Marquardt on the reduced camera system (points
+eliminated by their 3×3 blocks, the textbook sparse bundle adjustment), Huber-weighted, with an exact Jacobian.
+``scipy.optimize.least_squares`` solves the same problem but its iterative inner solver took ten times longer
+here. Points tracked through three or more frames, and tracks that close the loop, pin the steps far better
+than two-view geometry can.
+
+Gauges: ``φ_0`` is the start azimuth (the object's heading) and ``R`` the radius (the scale). Priors keep what the
+tracks cannot see in check: the jitter is small (``δ_k``: 1°, ``ζ_k``: 2 %), the speed changes smoothly (second
+differences of ``φ``: half a mean step), and the field of view stays near the silhouettes' estimate (within its
+uncertainty). The posterior standard deviations (Gauss-Newton, points marginalised) are every estimate's confidence.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy import sparse
+from threadpoolctl import threadpool_limits
+
+from ..orbit import DEFAULT_FOV_DEG, Cameras, Orbit, focal_from_fov
+from .calibration import UNDETERMINED_DEG, OutlineScore, calibrate_orbit, polish_orbit, refine_with_cameras
+from .tracks import Tracks, track_features
+
+MIN_TRACKS = 30  # fewer tracks than this cannot pin every frame: the uniform orbit stays
+MIN_FRAME_OBSERVATIONS = 6  # a frame seen by fewer tracked points has its azimuth from the priors alone
+PIXEL_SIGMA = 1.0  # pixels (full size): the observations' noise
+HUBER = 2.0  # in PIXEL_SIGMA: residuals beyond this count linearly (false matches, sliding tracks)
+OUTLIER_PX = 4.0  # observations this far off after the first fit are dropped
+MAX_ITERATIONS = 40
+ELEVATION_JITTER_DEG = 1.0
+ZOOM_JITTER = 0.02
+SPEED_CHANGE = 0.5  # second difference of the azimuth, as a share of the mean step (weak: drift is real)
+MAX_POINTS = 600  # the longest tracks are kept: cost grows with them, accuracy barely does
+FLOW_AGREEMENT = 0.8  # share of frame pairs whose tracks must move the same way to fix the direction
+DIRECTION_MARGIN = 0.15  # the other direction must score this much worse (relative) for the silhouettes to decide
+PRIOR_ELEVATION_DEG = 0.0  # REFERENCE.md §4: the training orbits start from an eye-level view
+UNMEASURED_STD_DEG = UNDETERMINED_DEG / 2.0  # nothing told the values apart: the prior is used
+MIN_STEP_SHARE = 0.2  # a step shorter than this share of the mean (or backwards) is no generated orbit's
+MAX_TURN_ERROR_DEG = 45.0  # generated turns miss 360° by far less
+UNCERTAIN_STD_DEG = 4.0  # a measured value this unsure is kept, with a warning
+REFEREE_PX, REFEREE_SHARE = 0.02, 0.1  # how much worse than the uniform orbit per-frame poses may fit the outlines
+TRACK_PRIOR_DEG = 10.0  # how far the bundle adjustment may move the silhouettes' elevation and fov
+# The bundle adjustment's own standard deviation of the elevation leaves out its model's error (zoom taken as a
+# dolly, tracks that slide a little): a floor, from the tune scenes' generated-like orbits (errors up to 1.4°).
+TRACK_FLOOR_DEG = 1.0
+
+
+@dataclass
+class FrameCameras:
+    """The bundle adjustment's result: cameras and their uncertainty (standard deviations)."""
+
+    cameras: Cameras
+    azimuth_deg: np.ndarray  # (N,) unwrapped
+    elevation_deg: float  # Θ, the mean elevation
+    fov_deg: float
+    azimuth_std_deg: np.ndarray  # (N,) per frame
+    elevation_std_deg: float
+    fov_std_deg: float
+    rms_px: float  # reprojection error of the inlier observations
+    tracks: int
+    observations: int
+    pinned: np.ndarray  # (N,) bool: frames that enough tracked points see
+
+
+def adjust_cameras(tracks: Tracks, orbit: Orbit, width: int, height: int, elevation_std_deg: float = 90.0,
+                   fov_std_deg: float = 5.0) -> FrameCameras | None:
+    """Per-frame cameras fitted to ``tracks``, starting from the uniform ``orbit``; None with too few tracks.
+
+    ``elevation_std_deg`` / ``fov_std_deg``: how far the mean elevation and the field of view may leave
+    ``orbit``'s (their prior uncertainty: small when given, the silhouettes' when estimated).
+    """
+    tracks = _strongest(tracks, MAX_POINTS)
+    if tracks.count < MIN_TRACKS:
+        return None
+    n = orbit.num_frames
+    priors = (orbit.elevation_deg, elevation_std_deg, orbit.fov_deg, fov_std_deg)
+    problem = _Problem(tracks, n, orbit.radius, width, height, *priors)
+    with threadpool_limits(1):  # small dense blocks: BLAS threads only fight over the cores
+        return _adjust(problem, tracks, orbit, width, height, priors)
+
+
+def _adjust(problem: _Problem, tracks: Tracks, orbit: Orbit, width: int, height: int,
+            priors: tuple) -> FrameCameras | None:
+    n = orbit.num_frames
+    x = problem.solve(problem.initial(orbit))
+    # Observations the robust loss gave up on (false matches, tracks that slid) are dropped and the fit repeated
+    # once from there.
+    reproj = problem.reprojection(x)
+    inlier = np.hypot(reproj[:, 0], reproj[:, 1]) < OUTLIER_PX
+    if inlier.mean() < 0.98:
+        kept = _subset(tracks, inlier)
+        if kept.count < MIN_TRACKS:
+            return None
+        refit = _Problem(kept, n, orbit.radius, width, height, *priors)
+        refit.phi0 = problem.phi0
+        x = refit.solve(refit.start(x[:problem.cam_params]))
+        problem, tracks = refit, kept
+    phi, theta_mean, delta, zeta, fov = problem.unpack(x)
+    std = problem.camera_std(x)
+    cameras = Cameras.on_sphere(np.degrees(phi), np.degrees(theta_mean + delta), orbit.radius * (1.0 + zeta),
+                                math.degrees(fov))
+    reproj = problem.reprojection(x)
+    observed = np.bincount(tracks.frame, minlength=n)
+    return FrameCameras(
+        cameras=cameras, azimuth_deg=np.degrees(phi), elevation_deg=math.degrees(theta_mean),
+        fov_deg=math.degrees(fov), azimuth_std_deg=std["azimuth"], elevation_std_deg=std["elevation"],
+        fov_std_deg=std["fov"], rms_px=float(np.sqrt(np.mean(reproj**2) * 2.0)), tracks=tracks.count,
+        observations=len(tracks.frame), pinned=observed >= MIN_FRAME_OBSERVATIONS,
+    )
+
+
+class _Problem:
+    """Parameters ``[φ_1..φ_{N−1}, δ_0..δ_{N−1}, ζ_0..ζ_{N−1}, Θ, fov, X (3P)]`` (angles in radians) and residuals."""
+
+    def __init__(self, tracks: Tracks, n: int, radius: float, width: int, height: int, elevation_deg: float,
+                 elevation_std_deg: float, fov_deg: float, fov_std_deg: float) -> None:
+        self.tracks, self.n, self.radius = tracks, n, radius
+        self.width, self.height = width, height
+        self.theta_prior, self.theta_std = math.radians(elevation_deg), math.radians(max(elevation_std_deg, 1e-3))
+        self.fov_prior, self.fov_std = math.radians(fov_deg), math.radians(max(fov_std_deg, 1e-3))
+        self.cam_params = 3 * n + 1
+        self.speed_change_deg = SPEED_CHANGE * 360.0 / n
+        self.phi0 = 0.0
+        self.obs = len(tracks.frame)
+
+    def initial(self, orbit: Orbit) -> np.ndarray:
+        phi = np.radians(orbit.azimuths_deg())
+        self.phi0 = phi[0]
+        return self.start(np.concatenate([phi[1:], np.zeros(2 * self.n), [math.radians(orbit.elevation_deg)],
+                                          [self.fov_prior]]))
+
+    def start(self, cams: np.ndarray) -> np.ndarray:
+        """Camera parameters and the points triangulated under them."""
+        return np.concatenate([cams, self._triangulate(cams).ravel()])
+
+    def unpack(self, x: np.ndarray):
+        n = self.n
+        phi = np.concatenate([[self.phi0], x[:n - 1]])
+        delta, zeta = x[n - 1:2 * n - 1], x[2 * n - 1:3 * n - 1]
+        theta_mean, fov = x[3 * n - 1], x[3 * n]
+        return phi, theta_mean, delta, zeta, fov
+
+    def points(self, x: np.ndarray) -> np.ndarray:
+        return x[self.cam_params:].reshape(-1, 3)
+
+    def _axes(self, x: np.ndarray):
+        phi, theta_mean, delta, zeta, fov = self.unpack(x)
+        theta = theta_mean + delta
+        sp, cp, st, ct = np.sin(phi), np.cos(phi), np.sin(theta), np.cos(theta)
+        zero = np.zeros_like(sp)
+        right = np.stack([cp, sp, zero], 1)
+        up = np.stack([-sp * st, cp * st, ct], 1)
+        forward = np.stack([-sp * ct, cp * ct, -st], 1)  # toward the origin
+        distance = self.radius * (1.0 + zeta)
+        return right, up, forward, distance, focal_from_fov(math.degrees(fov), self.width, self.height)
+
+    def reprojection(self, x: np.ndarray) -> np.ndarray:
+        """``(M, 2)`` predicted minus observed pixels."""
+        right, up, forward, distance, f = self._axes(x)
+        k, p = self.tracks.frame, self.points(x)[self.tracks.point]
+        depth = np.einsum("mj,mj->m", p, forward[k]) + distance[k]
+        depth = np.where(depth > 1e-3, depth, 1e-3)
+        u = self.width / 2.0 + f * np.einsum("mj,mj->m", p, right[k]) / depth
+        v = self.height / 2.0 - f * np.einsum("mj,mj->m", p, up[k]) / depth
+        return np.stack([u, v], 1) - self.tracks.pixel
+
+    def residuals(self, x: np.ndarray) -> np.ndarray:
+        n = self.n
+        phi, _, delta, zeta, _ = self.unpack(x)
+        priors = [
+            np.degrees(delta) / ELEVATION_JITTER_DEG,
+            zeta / ZOOM_JITTER,
+            [np.mean(zeta) / 1e-3],  # the radius is the scale gauge
+            [np.mean(delta) / 1e-3],  # Θ is the mean elevation (so a given one is kept)
+            np.degrees(np.diff(phi, 2)) / self.speed_change_deg if n > 2 else [],
+            [(x[3 * n - 1] - self.theta_prior) / self.theta_std],
+            [(x[3 * n] - self.fov_prior) / self.fov_std],
+        ]
+        return np.concatenate([self.reprojection(x).ravel() / PIXEL_SIGMA, *map(np.ravel, priors)])
+
+    def jacobian(self, x: np.ndarray) -> sparse.csr_matrix:
+        """The residuals' exact Jacobian (sparse: each observation sees one camera, one point and the shared Θ, fov)."""
+        n, m = self.n, self.obs
+        right, up, forward, distance, f = self._axes(x)
+        phi, theta_mean, delta, _, fov = self.unpack(x)
+        k, j = self.tracks.frame, self.tracks.point
+        p = self.points(x)[j]
+        a = np.einsum("mj,mj->m", p, right[k])
+        b = np.einsum("mj,mj->m", p, up[k])
+        depth = np.einsum("mj,mj->m", p, forward[k]) + distance[k]
+        depth = np.where(depth > 1e-3, depth, 1e-3)
+        sp, cp = np.sin(phi[k]), np.cos(phi[k])
+        theta = theta_mean + delta[k]
+        st, ct = np.sin(theta), np.cos(theta)
+        zero = np.zeros(m)
+
+        def d_uv(da: np.ndarray, db: np.ndarray, dd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            scale = f / (PIXEL_SIGMA * depth**2)  # observations are in units of PIXEL_SIGMA
+            return scale * (da * depth - a * dd), -scale * (db * depth - b * dd)
+
+        # ∂/∂φ: the axes turn about +Z; ∂/∂θ: up → forward, forward → −up, right fixed.
+        d_right_phi = np.stack([-sp, cp, zero], 1)
+        d_up_phi = np.stack([-cp * st, -sp * st, zero], 1)
+        d_fwd_phi = np.stack([-cp * ct, -sp * ct, zero], 1)
+        j_phi = d_uv(*(np.einsum("mj,mj->m", p, d) for d in (d_right_phi, d_up_phi, d_fwd_phi)))
+        j_theta = d_uv(zero, depth - distance[k], -b)
+        j_zeta = d_uv(zero, zero, np.full(m, self.radius))
+        half = fov / 2.0
+        df = -(max(self.width, self.height) / 4.0) / math.sin(half) ** 2
+        j_fov = (a / depth * df / PIXEL_SIGMA, -b / depth * df / PIXEL_SIGMA)
+        j_point = [d_uv(right[k][:, i], up[k][:, i], forward[k][:, i]) for i in range(3)]
+
+        rows, cols, vals = [], [], []
+
+        def put(r, c, v) -> None:
+            rows.append(np.broadcast_to(r, np.shape(v)).ravel())
+            cols.append(np.broadcast_to(c, np.shape(v)).ravel())
+            vals.append(np.ravel(v))
+
+        moving = k > 0
+        for axis in range(2):
+            r = 2 * np.arange(m) + axis
+            put(r[moving], k[moving] - 1, j_phi[axis][moving])
+            put(r, n - 1 + k, j_theta[axis])
+            put(r, 2 * n - 1 + k, j_zeta[axis])
+            put(r, np.full(m, 3 * n - 1), j_theta[axis])
+            put(r, np.full(m, 3 * n), j_fov[axis])
+            for i in range(3):
+                put(r, self.cam_params + 3 * j + i, j_point[i][axis])
+        row = 2 * m
+        put(row + np.arange(n), n - 1 + np.arange(n), np.full(n, math.degrees(1.0) / ELEVATION_JITTER_DEG))
+        row += n
+        put(row + np.arange(n), 2 * n - 1 + np.arange(n), np.full(n, 1.0 / ZOOM_JITTER))
+        row += n
+        put(np.full(n, row), 2 * n - 1 + np.arange(n), np.full(n, 1.0 / (n * 1e-3)))
+        put(np.full(n, row + 1), n - 1 + np.arange(n), np.full(n, 1.0 / (n * 1e-3)))
+        row += 2
+        scale = math.degrees(1.0) / self.speed_change_deg
+        for i, w in enumerate((1.0, -2.0, 1.0)):  # φ_{r} − 2φ_{r+1} + φ_{r+2}; φ_0 is fixed
+            c = np.arange(max(n - 2, 0)) + i
+            ok = c > 0
+            put(row + np.arange(max(n - 2, 0))[ok], c[ok] - 1, np.full(ok.sum(), w * scale))
+        row += max(n - 2, 0)
+        put(np.array([row, row + 1]), np.array([3 * n - 1, 3 * n]), 1.0 / np.array([self.theta_std, self.fov_std]))
+        row += 2
+        r, c, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+        return sparse.csr_matrix((v, (r, c)), shape=(row, self.cam_params + 3 * self.tracks.count))
+
+    def _triangulate(self, cams: np.ndarray) -> np.ndarray:
+        """Each track's point closest to all its rays (least squares), under the cameras in ``cams``."""
+        right, up, forward, distance, f = self._axes(np.concatenate([cams, np.zeros(3 * self.tracks.count)]))
+        k = self.tracks.frame
+        x = (self.tracks.pixel[:, 0] - self.width / 2.0) / f
+        y = -(self.tracks.pixel[:, 1] - self.height / 2.0) / f
+        rays = forward[k] + x[:, None] * right[k] + y[:, None] * up[k]
+        rays /= np.linalg.norm(rays, axis=1, keepdims=True)
+        origins = -distance[k, None] * forward[k]
+        proj = np.eye(3)[None] - rays[:, :, None] * rays[:, None, :]
+        a = np.zeros((self.tracks.count, 3, 3))
+        b = np.zeros((self.tracks.count, 3))
+        np.add.at(a, self.tracks.point, proj)
+        np.add.at(b, self.tracks.point, np.einsum("mij,mj->mi", proj, origins))
+        a += 1e-6 * np.eye(3)[None]  # a track along one ray stays near the orbit centre
+        return np.linalg.solve(a, b[..., None])[..., 0]
+
+    def normal_equations(self, x: np.ndarray, damping: float = 0.0):
+        """Gauss-Newton system with robust (Huber) weights, points eliminated: the reduced camera matrix ``S``,
+        its right-hand side, and what back-substitution needs."""
+        r = self.residuals(x)
+        jac = self.jacobian(x)
+        weight = np.ones(len(r))
+        obs = np.hypot(r[0:2 * self.obs:2], r[1:2 * self.obs:2])
+        weight[:2 * self.obs] = np.repeat(np.minimum(1.0, HUBER / np.maximum(obs, 1e-12)), 2)
+        cp, count = self.cam_params, self.tracks.count
+        weighted = (sparse.diags(weight) @ jac).tocsc()
+        jac = jac.tocsc()
+        g = jac.T @ (weight * r)
+        jc, jp, wc, wp = jac[:, :cp], jac[:, cp:], weighted[:, :cp], weighted[:, cp:]
+        a = (jc.T @ wc).toarray()
+        b = (jc.T @ wp).toarray()
+        blocks = (jp.T @ wp).tocoo()  # block diagonal: each observation sees one point
+        c = np.zeros((count, 3, 3))
+        np.add.at(c, (blocks.row // 3, blocks.row % 3, blocks.col % 3), blocks.data)
+        if damping:
+            a = a + damping * np.diag(np.diag(a))
+            c = c + damping * np.einsum("pii->pi", c)[:, :, None] * np.eye(3)[None]
+        c_inv = np.linalg.inv(c + 1e-9 * np.eye(3)[None])
+        b_c_inv = np.einsum("cpi,pij->cpj", b.reshape(cp, count, 3), c_inv).reshape(cp, -1)
+        schur = a - b_c_inv @ b.T
+        rhs = g[:cp] - b_c_inv @ g[cp:]
+        return schur, rhs, b, c_inv, g, r, weight
+
+    def cost(self, x: np.ndarray) -> float:
+        """Huber cost of the residuals (observations robust, priors quadratic)."""
+        r = self.residuals(x)
+        obs = np.hypot(r[0:2 * self.obs:2], r[1:2 * self.obs:2])
+        huber = np.where(obs <= HUBER, 0.5 * obs**2, HUBER * (obs - 0.5 * HUBER))
+        return float(huber.sum() + 0.5 * np.sum(r[2 * self.obs:] ** 2))
+
+    def solve(self, x: np.ndarray) -> np.ndarray:
+        """Levenberg-Marquardt on the reduced camera system (the classic sparse bundle adjustment)."""
+        damping, cost = 1e-3, self.cost(x)
+        cp, count = self.cam_params, self.tracks.count
+        for _ in range(MAX_ITERATIONS):
+            schur, rhs, b, c_inv, g, _, _ = self.normal_equations(x, damping)
+            try:
+                step_c = np.linalg.solve(schur, -rhs)
+            except np.linalg.LinAlgError:
+                damping *= 10.0
+                continue
+            step_p = -np.einsum("pij,pj->pi", c_inv, (g[cp:] + b.T @ step_c).reshape(count, 3)).ravel()
+            trial = x + np.concatenate([step_c, step_p])
+            new_cost = self.cost(trial)
+            if new_cost < cost:
+                converged = cost - new_cost < 1e-6 * cost
+                x, cost, damping = trial, new_cost, max(damping / 3.0, 1e-7)
+                if converged:
+                    break
+            else:
+                damping *= 5.0
+                if damping > 1e6:
+                    break
+        return x
+
+    def camera_std(self, x: np.ndarray) -> dict:
+        """Posterior standard deviations of the camera parameters (Gauss-Newton, points marginalised).
+
+        The residuals are in units of their standard deviations (PIXEL_SIGMA), so no rescaling."""
+        schur = self.normal_equations(x)[0]
+        var = np.clip(np.diag(np.linalg.pinv(schur)), 0.0, None)
+        n = self.n
+        return {"azimuth": np.degrees(np.sqrt(np.concatenate([[0.0], var[:n - 1]]))),
+                "elevation": math.degrees(math.sqrt(var[3 * n - 1])),
+                "fov": math.degrees(math.sqrt(var[3 * n]))}
+
+
+def _strongest(tracks: Tracks, limit: int) -> Tracks:
+    """At most ``limit`` tracks, the longest first but with every frame's share: each frame keeps its own longest
+    ones, so that no stretch of the turn is left to the priors."""
+    if tracks.count <= limit:
+        return tracks
+    lengths = tracks.lengths()
+    n = int(tracks.frame.max()) + 1
+    order = np.lexsort((-lengths[tracks.point], tracks.frame))  # by frame, then longest first
+    frame, point = tracks.frame[order], tracks.point[order]
+    rank = np.arange(len(order)) - np.searchsorted(frame, frame)
+    quota = max(2, limit // n)
+    while True:  # the largest per-frame quota that stays within the limit
+        keep = np.zeros(tracks.count, bool)
+        keep[point[rank < 2 * quota]] = True
+        if keep.sum() > limit:
+            break
+        quota *= 2
+    keep = np.zeros(tracks.count, bool)
+    keep[point[rank < quota]] = True
+    return _subset(tracks, keep[tracks.point])
+
+
+def _subset(tracks: Tracks, observations: np.ndarray) -> Tracks:
+    """The tracks made of the selected observations, renumbered; tracks left with fewer than 2 are dropped."""
+    frame, point, pixel = tracks.frame[observations], tracks.point[observations], tracks.pixel[observations]
+    long_enough = np.bincount(point, minlength=tracks.count) >= 2
+    keep = long_enough[point]
+    frame, point, pixel = frame[keep], point[keep], pixel[keep]
+    _, point = np.unique(point, return_inverse=True)
+    return Tracks(frame, point, pixel, int(point.max()) + 1 if len(point) else 0, tracks.flow)
+
+
+@dataclass
+class CameraEstimate:
+    """Every frame's camera with the shared orbit parameters, how sure each estimate is, and the warnings."""
+
+    orbit: Orbit  # the shared parameters (mean elevation, fov, direction, loop) as a uniform orbit
+    cameras: Cameras
+    confidence: dict  # per parameter: value, standard deviation (degrees) and where it came from
+    warnings: list[dict]
+    report: dict  # for the manifest
+
+
+def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevation: float | None = None,
+                     fov: float | None = None, direction: int | None = None, closed: bool | None = None,
+                     per_frame: bool = True) -> CameraEstimate:
+    """Shared orbit parameters from the silhouettes, then each frame's own pose from feature tracks.
+
+    1 silhouettes → a uniform orbit (elevation, fov, direction, loop); 2 tracks → the direction, where the
+    silhouettes cannot tell it; 3 bundle adjustment → every frame's pose; 4 silhouettes again, on those poses →
+    the shared elevation and fov, and how sure they are; 5 priors for what nothing measured, with warnings.
+    Parameters given (not None) are kept.
+    """
+    given = {"elevation": elevation, "fov": fov, "direction": direction, "closed": closed}
+    # Without per-frame poses the uniform orbit is the answer: polish it now; else only if the referee keeps it.
+    cal = calibrate_orbit(masks, base, rgb, **given, polish=not per_frame)
+    orbit = cal.orbit
+    h, w = masks.shape[1:3]
+    report: dict = {"silhouette_score_px": round(cal.score, 4), "evaluations": cal.evaluations}
+    tracks = track_features(rgb, masks) if per_frame else None
+
+    direction_source = "given" if direction is not None else "silhouettes"
+    if tracks is not None and direction is None:
+        flow_direction, agreement = _flow_direction(tracks, masks.shape[0])
+        report["flow_direction_agreement"] = round(agreement, 3)
+        if agreement >= FLOW_AGREEMENT:
+            direction_source = "tracks"
+            if flow_direction != orbit.direction:
+                cal = calibrate_orbit(masks, base, rgb, **{**given, "direction": flow_direction}, polish=False)
+                orbit = cal.orbit
+    if direction_source == "silhouettes" and cal.direction_margin < DIRECTION_MARGIN:
+        direction_source = "prior"
+        orbit = replace(orbit, direction=1)
+
+    uncertainty = dict(cal.uncertainty)
+    fit = None
+    if tracks is not None:
+        report.update(tracks=tracks.count, observations=len(tracks.frame))
+        fit = adjust_cameras(tracks, orbit, w, h, _prior_std(elevation, uncertainty["elevation_deg"]),
+                             _prior_std(fov, uncertainty["fov_deg"]))
+        if fit is not None and not _one_turn(fit, orbit):
+            # Features fixed to the world, not the object (shading on an untextured body), describe no turn.
+            report["tracks_rejected"] = "the tracked poses do not make one turn in one direction"
+            fit = None
+    tracked = {"elevation_deg": math.inf, "fov_deg": math.inf}
+    cameras_at, by_tracks = None, {}
+    theta, phi = orbit.elevation_deg, orbit.fov_deg
+    if fit is not None:
+        free_theta, free_phi = elevation is None, fov is None
+        if free_theta or free_phi:
+            # The tracks give the poses' shape; the silhouettes place the shared elevation and fov where they can.
+            score, theta, phi, found = refine_with_cameras(masks, _family(fit), fit.elevation_deg, fit.fov_deg,
+                                                           free_theta, free_phi)
+            report["silhouette_score_px"] = round(score, 4)
+            uncertainty.update({k: v for k, v in found.items() if (free_theta, free_phi)[k == "fov_deg"]})
+            if min(uncertainty.values()) < UNDETERMINED_DEG:
+                # The steps trade off against the fov (and the elevation) on short tracks: fit again around the
+                # silhouettes' values.
+                again = replace(orbit, elevation_deg=float(np.clip(theta, -89, 89)),
+                                fov_deg=float(np.clip(phi, 3, 120)))
+                fit = adjust_cameras(tracks, again, w, h, _prior_std(elevation, uncertainty["elevation_deg"]),
+                                     1e-3) or fit
+        cameras_at = _family(fit)
+        by_tracks = {"elevation_deg": fit.elevation_deg, "fov_deg": fit.fov_deg}
+        # The tracks pin the elevation but hardly the fov (it trades off against the steps): the fov is the
+        # silhouettes' (or the prior).
+        tracked = {"elevation_deg": max(fit.elevation_std_deg, TRACK_FLOOR_DEG), "fov_deg": math.inf}
+        report.update(rms_px=round(fit.rms_px, 3), tracks_used=fit.tracks,
+                      total_turn_deg=round(float(abs(fit.azimuth_deg[-1] - fit.azimuth_deg[0])), 3))
+
+    confidence = {"direction": {"value": orbit.direction, "source": direction_source}}
+    for name, value, was_given in (("elevation_deg", theta, elevation), ("fov_deg", phi, fov)):
+        if was_given is not None:
+            confidence[name] = {"value": float(was_given), "std": 0.0, "source": "given"}
+        elif uncertainty[name] / 2.0 <= tracked[name]:
+            source = "silhouettes" if fit is None else "silhouettes+tracks"
+            confidence[name] = {"value": value, "std": uncertainty[name] / 2.0, "source": source}
+        else:
+            confidence[name] = {"value": by_tracks[name], "std": tracked[name], "source": "tracks"}
+    if fit is None:
+        confidence["azimuth_deg"] = {"source": "prior"}
+    else:
+        confidence["azimuth_deg"] = {"std": fit.azimuth_std_deg.round(3).tolist(), "source": "tracks",
+                                     "frames_without_tracks": int((~fit.pinned).sum())}
+    warnings = _apply_priors(confidence)
+    theta, phi = confidence["elevation_deg"]["value"], confidence["fov_deg"]["value"]
+    orbit = replace(orbit, elevation_deg=float(np.clip(theta, -89, 89)), fov_deg=float(np.clip(phi, 3, 120)))
+    cameras = orbit.cameras()
+    if cameras_at is not None:
+        # The silhouettes referee: per-frame poses that fit them clearly worse than the uniform orbit does (a
+        # perfect turntable with short, sliding tracks) give way to it.
+        # Each side at its own best elevation and fov.
+        referee = OutlineScore(masks, size=160, views=16, outline_points=80, depth_samples=32)
+        per_frame = cameras_at(orbit.elevation_deg, orbit.fov_deg)
+        scores = referee.score(per_frame), referee(cal.orbit)
+        report.update(per_frame_score_px=round(scores[0], 4), uniform_score_px=round(scores[1], 4))
+        if scores[0] <= scores[1] + max(REFEREE_PX, REFEREE_SHARE * scores[1]):
+            cameras = per_frame
+        else:
+            cal = polish_orbit(masks, cal, elevation is None, fov is None)
+            orbit, cameras = cal.orbit, cal.orbit.cameras()
+            confidence["azimuth_deg"] = {"source": "silhouettes", "uniform": True}
+            for name, value in (("elevation_deg", orbit.elevation_deg), ("fov_deg", orbit.fov_deg)):
+                if confidence[name]["source"] not in ("given", "prior"):
+                    confidence[name].update(value=value, std=cal.uncertainty[name] / 2.0, source="silhouettes")
+    return CameraEstimate(orbit, cameras, _rounded(confidence), warnings, report)
+
+
+def _one_turn(fit: FrameCameras, orbit: Orbit) -> bool:
+    """Whether the fitted azimuths advance every frame in the orbit's direction and add up to about its turn."""
+    steps = orbit.direction * np.diff(fit.azimuth_deg)
+    nominal = 360.0 / orbit.period
+    turn = float(np.sum(steps))
+    expected = nominal * (orbit.num_frames - 1)
+    return bool(steps.min() > MIN_STEP_SHARE * nominal and abs(turn - expected) <= MAX_TURN_ERROR_DEG)
+
+
+def _flow_direction(tracks: Tracks, frames: int) -> tuple[int, float]:
+    """The turning direction from the tracks' sideways motion, and the share of frame pairs that agree.
+
+    The visible surface is the near side, which moves against the camera: leftward for a ccw orbit.
+    """
+    flow = tracks.flow[np.isfinite(tracks.flow) & (np.abs(tracks.flow) > 0.05)]
+    if len(flow) < max(3, frames // 4):
+        return 1, 0.0
+    direction = -1 if np.sum(np.sign(flow)) > 0 else 1
+    return direction, float(np.mean(np.sign(flow) == -direction))
+
+
+def _prior_std(given: float | None, half_width: float) -> float:
+    """The bundle adjustment's prior on a shared parameter: tight when given, the silhouettes' when they fix it,
+    loose otherwise."""
+    if given is not None:
+        return 1e-3
+    return max(half_width / 2.0, 0.5) if half_width < UNDETERMINED_DEG else TRACK_PRIOR_DEG
+
+
+def _family(fit: FrameCameras):
+    """``(θ, fov) → Cameras``: the fitted poses with their shared elevation and field of view replaced."""
+    _, elevations, distances = fit.cameras.spherical()
+    offsets = elevations - fit.elevation_deg
+
+    def cameras_at(theta: float, fov: float) -> Cameras:
+        return Cameras.on_sphere(fit.azimuth_deg, theta + offsets, distances, fov)
+
+    return cameras_at
+
+
+def _apply_priors(confidence: dict) -> list[dict]:
+    """Replace what nothing measured by its documented prior; one warning per parameter."""
+    warnings = []
+    priors = {"elevation_deg": (PRIOR_ELEVATION_DEG, "eye level, where the training orbits start"),
+              "fov_deg": (DEFAULT_FOV_DEG, "a typical object-render field of view")}
+    for name, (value, why) in priors.items():
+        entry = confidence[name]
+        label = name.removesuffix("_deg")
+        if entry["source"] == "given":
+            continue
+        if entry["std"] >= UNMEASURED_STD_DEG:
+            entry.update(value=value, source="prior")
+            warnings.append({"code": "camera_prior", "field": name,
+                             "message": f"{label} could not be measured from these frames (an untextured body "
+                                        f"of revolution looks the same from every side): using the prior "
+                                        f"{value:g}° ({why})"})
+        elif entry["std"] > UNCERTAIN_STD_DEG:
+            warnings.append({"code": "camera_uncertain", "field": name,
+                             "message": f"{label} is only loosely fixed by these frames: "
+                                        f"{entry['value']:.1f}° ± {entry['std']:.0f}°"})
+    if confidence["direction"]["source"] == "prior":
+        warnings.append({"code": "camera_prior", "field": "direction",
+                         "message": "the turning direction could not be measured from these frames: assuming "
+                                    "counter-clockwise"})
+    if confidence["azimuth_deg"]["source"] == "prior":
+        warnings.append({"code": "camera_prior", "field": "azimuth",
+                         "message": "too few surface features to track: frames are assumed evenly spaced around "
+                                    "the turn"})
+    elif confidence["azimuth_deg"].get("frames_without_tracks"):
+        count = confidence["azimuth_deg"]["frames_without_tracks"]
+        warnings.append({"code": "camera_prior", "field": "azimuth",
+                         "message": f"{count} frames have too few tracked features: their azimuths follow "
+                                    "their neighbours' (smooth speed)"})
+    return warnings
+
+
+def _rounded(confidence: dict) -> dict:
+    out = {}
+    for name, entry in confidence.items():
+        out[name] = {k: (round(float(v), 4) if isinstance(v, float | np.floating) else v) for k, v in entry.items()}
+    return out

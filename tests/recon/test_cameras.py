@@ -1,0 +1,132 @@
+"""Per-frame cameras: feature tracks, the bundle adjustment, and calibration that says when it does not know."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from conftest import render_orbit
+from droplet3d.orbit import Cameras, Orbit, project
+from droplet3d.recon import ReconOptions, calibrate, orbit_cameras
+from droplet3d.recon.cameras import MIN_TRACKS, adjust_cameras
+from droplet3d.recon.tracks import Tracks
+from PIL import Image
+
+DRIFTING = Orbit(num_frames=48, elevation_deg=20.0, fov_deg=40.0, radius=2.5, direction=-1)
+
+
+def _drifting_cameras(orbit: Orbit, seed: int = 0):
+    """True per-frame poses of a generated-like orbit (render_orbit's perturbation model)."""
+    poses = render_orbit.Perturbation(seed=seed).poses(orbit)
+    return np.array(poses["azimuth_deg"]), np.array(poses["elevation_deg"])
+
+
+def _tracks_on_an_ellipsoid(cameras: Cameras, size: int, noise_px: float, seed: int = 0) -> Tracks:
+    """Every surface point that a camera sees head-on enough, projected with pixel noise."""
+    rng = np.random.default_rng(seed)
+    axes = np.array([0.5, 0.4, 0.6])
+    unit = rng.normal(size=(1500, 3))
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    points, normals = unit * axes, unit / axes
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    frames, ids, pixels = [], [], []
+    for k, proj in enumerate(cameras.projections(size, size)):
+        to_camera = cameras.centres()[k] - points
+        seen = np.einsum("ij,ij->i", to_camera, normals) > 0.3 * np.linalg.norm(to_camera, axis=1)
+        uv, _ = project(points[seen], proj)
+        frames.append(np.full(seen.sum(), k))
+        ids.append(np.nonzero(seen)[0])
+        pixels.append(uv + rng.normal(0.0, noise_px, uv.shape))
+    frame, point = np.concatenate(frames), np.concatenate(ids)
+    _, point = np.unique(point, return_inverse=True)
+    return Tracks(frame, point, np.concatenate(pixels), int(point.max()) + 1, np.zeros(len(cameras)))
+
+
+def test_bundle_adjustment_recovers_every_frames_azimuth_of_a_drifting_orbit():
+    azimuth, elevation = _drifting_cameras(DRIFTING)
+    truth = Cameras.on_sphere(azimuth, elevation, 2.5, 40.0)
+    tracks = _tracks_on_an_ellipsoid(truth, 256, noise_px=0.5)
+    fit = adjust_cameras(tracks, DRIFTING, 256, 256, elevation_std_deg=10.0, fov_std_deg=1e-3)
+    # The uniform start is up to 12° off; the fit lands within a fraction of a degree on every frame.
+    assert np.abs(DRIFTING.azimuths_deg() - azimuth).max() > 8.0
+    assert np.abs(fit.azimuth_deg - azimuth).max() < 0.5
+    assert abs(fit.elevation_deg - elevation.mean()) < 0.3
+    np.testing.assert_allclose(fit.cameras.spherical()[1], elevation, atol=0.5)
+    assert fit.azimuth_std_deg[0] == 0.0 and 0.0 < fit.azimuth_std_deg[1:].max() < 0.5  # φ_0 is the gauge
+    assert fit.pinned.all() and fit.rms_px < 1.0
+
+
+def test_too_few_tracks_leave_the_uniform_orbit_to_the_caller():
+    azimuth, elevation = _drifting_cameras(DRIFTING)
+    tracks = _tracks_on_an_ellipsoid(Cameras.on_sphere(azimuth, elevation, 2.5, 40.0), 256, 0.5)
+    few = tracks.point < MIN_TRACKS - 1
+    sparse = Tracks(tracks.frame[few], tracks.point[few], tracks.pixel[few], MIN_TRACKS - 1, tracks.flow)
+    assert adjust_cameras(sparse, DRIFTING, 256, 256) is None
+
+
+def test_a_generated_like_orbit_gets_each_frames_own_camera_and_its_direction(tmp_path):
+    folder = render_orbit.render("textured", DRIFTING, size=128, samples=8,
+                                 perturbation=render_orbit.Perturbation(seed=1))
+    truth = json.loads((folder / "truth.json").read_text())
+    orbit = calibrate(folder / "frames", tmp_path / "job", ReconOptions(radius=2.5))
+    assert orbit.direction == -1 and not orbit.closed
+    data = json.loads((tmp_path / "job" / "transforms.json").read_text())
+    estimated = Cameras(np.array([f["transform_matrix"] for f in data["frames"]]), orbit.fov_deg)
+    azimuth, elevation, _ = estimated.spherical()
+    error = np.abs(azimuth - np.array(truth["azimuth_deg"]))
+    uniform_error = np.abs(orbit.azimuths_deg() - np.array(truth["azimuth_deg"]))
+    # At 128² tracks are short and coarse: far from the 512² target, but far better than the uniform orbit.
+    assert uniform_error.max() > 9.0
+    assert error.max() < 0.6 * uniform_error.max() and np.sqrt(np.mean(error**2)) < 3.0
+    assert abs(elevation.mean() - 20.0) < 2.5 and abs(orbit.fov_deg - 40.0) < 4.0
+    confidence = data["calibration"]["confidence"]
+    assert confidence["direction"] == {"value": -1, "source": "tracks"}
+    assert confidence["azimuth_deg"]["source"] == "tracks" and len(confidence["azimuth_deg"]["std"]) == 48
+    assert confidence["elevation_deg"]["std"] > 0 and data["calibration"]["warnings"] == []
+
+
+def _vase_frames(folder, count: int = 24, size: int = 128) -> None:
+    """An untextured body of revolution about the vertical axis: the same flat silhouette from every side."""
+    folder.mkdir(parents=True)
+    image = np.full((size, size, 3), 200, np.uint8)
+    profile = [(0.0, 0.25), (0.2, 0.3), (0.45, 0.18), (0.6, 0.12), (0.8, 0.2), (1.0, 0.15)]
+    left = [(size / 2 - r * size, size * (0.12 + 0.76 * t)) for t, r in profile]
+    right = [(size / 2 + r * size, size * (0.12 + 0.76 * t)) for t, r in reversed(profile)]
+    cv2.fillPoly(image, [np.array(left + right, np.int32)], (40, 90, 160))
+    for k in range(count):
+        Image.fromarray(image).save(folder / f"{k:04d}.png")
+
+
+def test_an_untextured_body_of_revolution_falls_back_to_the_priors_and_says_so(tmp_path):
+    _vase_frames(tmp_path / "job" / "frames")
+    orbit, warning = orbit_cameras(tmp_path / "job", ReconOptions(radius=2.5), mesh=False)
+    # Identical outlines from every side fit any field of view, and any turning direction; the elevation only
+    # weakly (a flat profile is what an eye-level view sees): it is measured near 0° or taken from the prior.
+    assert (orbit.fov_deg, orbit.direction) == (40.0, 1) and abs(orbit.elevation_deg) < 3.0
+    assert warning["code"] == "camera_prior"
+    assert all(word in warning["message"] for word in ("fov", "direction", "evenly spaced"))
+    data = json.loads((tmp_path / "job" / "transforms.json").read_text())
+    confidence = data["calibration"]["confidence"]
+    fields = {w["field"] for w in data["calibration"]["warnings"]}
+    assert {"fov_deg", "direction", "azimuth"} <= fields
+    assert confidence["fov_deg"]["source"] == "prior" and confidence["azimuth_deg"]["source"] == "prior"
+    assert ("elevation_deg" in fields) == (confidence["elevation_deg"]["source"] == "prior")
+
+
+def test_given_hints_are_kept_and_no_prior_is_claimed(tmp_path):
+    _vase_frames(tmp_path / "job" / "frames")
+    options = ReconOptions(radius=2.5, elevation_deg=15.0, fov_deg=35.0, direction="cw", closed=False)
+    orbit, warning = orbit_cameras(tmp_path / "job", options, mesh=False)
+    assert (orbit.elevation_deg, orbit.fov_deg, orbit.direction) == (15.0, 35.0, -1)
+    assert "evenly spaced" in warning["message"] and "elevation" not in warning["message"]
+
+
+@pytest.mark.parametrize("direction", [1, -1])
+def test_perturbed_poses_drift_within_bounds_and_start_where_the_orbit_starts(direction):
+    orbit = Orbit(num_frames=85, elevation_deg=10.0, fov_deg=40.0, direction=direction, start_azimuth_deg=5.0)
+    poses = render_orbit.Perturbation(seed=3).poses(orbit)
+    offset = np.array(poses["azimuth_deg"]) - orbit.azimuths_deg()
+    assert poses["azimuth_deg"][0] == 5.0 and 10.0 < np.abs(offset).max() < 12.0 + 4 * 0.6
+    assert np.abs(np.array(poses["elevation_deg"]) - 10.0).max() < 4 * 0.4
+    assert np.abs(np.array(poses["fov_deg"]) / 40.0 - 1.0).max() <= 0.015 + 1e-9
+    assert np.abs(np.array(poses["gain"]) - 1.0).max() <= 0.04 + 1e-9

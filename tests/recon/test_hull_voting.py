@@ -1,0 +1,56 @@
+"""The forgiving hull: one view's mask mistake cannot cut away what the other views show."""
+
+import cv2
+import numpy as np
+from droplet3d.orbit import Orbit, project
+from droplet3d.recon.hull import carve_hull, forgiving_field
+from droplet3d.recon.silhouettes import SilhouetteField
+
+SIZE = 96
+RADIUS = 0.5
+
+
+def sphere_masks(orbit: Orbit) -> np.ndarray:
+    """Exact masks of a sphere of ``RADIUS`` at the origin: the filled outline of its projected surface."""
+    rng = np.random.default_rng(0)
+    surface = rng.normal(size=(20000, 3))
+    surface *= RADIUS / np.linalg.norm(surface, axis=1, keepdims=True)
+    masks = np.zeros((orbit.num_frames, SIZE, SIZE), bool)
+    for k, proj in enumerate(orbit.cameras().projections(SIZE, SIZE, index=True)):
+        pixels, _ = project(surface, proj)
+        hull = cv2.convexHull(np.round(pixels * 16).astype(np.int32))
+        canvas = np.zeros((SIZE, SIZE), np.uint8)
+        cv2.fillConvexPoly(canvas, hull, 1, shift=4)
+        masks[k] = canvas > 0
+    return masks
+
+
+def test_a_part_missing_from_one_view_survives_in_the_forgiving_hull_only():
+    orbit = Orbit(num_frames=85, elevation_deg=20.0, fov_deg=40.0, radius=2.5)
+    masks = sphere_masks(orbit)
+    point = np.array([[0.0, 0.0, 0.35]])  # inside the sphere, near its top
+    pixel, _ = project(point, orbit.cameras().projections(SIZE, SIZE, index=True)[7])
+    u, v = np.round(pixel[0]).astype(int)
+    masks[7, v - 6:v + 7, u - 6:u + 7] = False  # view 7 lost that part (its colour matched the background)
+    strict = SilhouetteField(masks, orbit.cameras())
+    forgiving = forgiving_field(masks, orbit.cameras(), estimated=False)
+    assert forgiving.forgive == 1 and forgiving.tolerance_px == 0.0
+    assert strict(point)[0] < 0 < forgiving(point)[0]
+    outside = np.array([[0.0, 0.0, 1.3 * RADIUS], [0.0, 1.3 * RADIUS, 0.0]])
+    assert (forgiving(outside) < 0).all()  # forgiving one view does not keep what two or more cut away
+    volume = carve_hull(forgiving, resolution=48)
+    inside = volume.values > 0
+    centre = np.round((point[0] - volume.origin) / volume.spacing).astype(int)
+    assert inside[tuple(centre)]
+    # The whole hull still fits the sphere: about the same volume, not a bloated one.
+    hull_volume = inside.sum() * volume.spacing**3
+    assert abs(hull_volume - 4 / 3 * np.pi * RADIUS**3) < 0.15 * 4 / 3 * np.pi * RADIUS**3
+
+
+def test_pose_uncertainty_widens_the_tolerance_and_sparse_orbits_forgive_nothing():
+    dense = Orbit(num_frames=85, elevation_deg=20.0, fov_deg=40.0, radius=2.5)
+    masks = sphere_masks(dense)
+    given, estimated = (forgiving_field(masks, dense.cameras(), e) for e in (False, True))
+    assert given.tolerance_px == 0.0 < estimated.tolerance_px < 3.0
+    sparse = Orbit(num_frames=24, elevation_deg=20.0, fov_deg=40.0, radius=2.5)
+    assert forgiving_field(sphere_masks(sparse), sparse.cameras(), False).forgive == 0

@@ -462,7 +462,8 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
         else:
             confidence[name] = {"value": by_tracks[name], "std": tracked[name], "source": "tracks"}
     if fit is None:
-        confidence["azimuth_deg"] = {"source": "prior"}
+        # Uniform spacing asked for (a known turntable) is no fallback; found nothing to track, it is.
+        confidence["azimuth_deg"] = {"source": "prior" if per_frame else "given"}
     else:
         confidence["azimuth_deg"] = {"std": fit.azimuth_std_deg.round(3).tolist(), "source": "tracks",
                                      "frames_without_tracks": int((~fit.pinned).sum())}

@@ -43,7 +43,9 @@ FLOW_AGREEMENT = 0.8  # share of frame pairs whose tracks must move the same way
 DIRECTION_MARGIN = 0.15  # the other direction must score this much worse (relative) for the silhouettes to decide
 PRIOR_ELEVATION_DEG = 0.0  # REFERENCE.md §4: the training orbits start from an eye-level view
 UNMEASURED_STD_DEG = UNDETERMINED_DEG / 2.0  # nothing told the values apart: the prior is used
-MIN_STEP_SHARE = 0.2  # a step shorter than this share of the mean (or backwards) is no generated orbit's
+# A generated orbit's frames advance: jitter and drift may stall a step (85 frames: steps from about 0.2 of the mean
+# up), but a step back by more than this share of the mean step is no turn.
+MAX_BACKSTEP_SHARE = 0.5
 MAX_TURN_ERROR_DEG = 45.0  # generated turns miss 360° by far less
 UNCERTAIN_STD_DEG = 4.0  # a measured value this unsure is kept, with a warning
 REFEREE_PX, REFEREE_SHARE = 0.02, 0.1  # how much worse than the uniform orbit per-frame poses may fit the outlines
@@ -492,12 +494,12 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
 
 
 def _one_turn(fit: FrameCameras, orbit: Orbit) -> bool:
-    """Whether the fitted azimuths advance every frame in the orbit's direction and add up to about its turn."""
+    """Whether the fitted azimuths never step back and add up to about the orbit's turn."""
     steps = orbit.direction * np.diff(fit.azimuth_deg)
     nominal = 360.0 / orbit.period
     turn = float(np.sum(steps))
     expected = nominal * (orbit.num_frames - 1)
-    return bool(steps.min() > MIN_STEP_SHARE * nominal and abs(turn - expected) <= MAX_TURN_ERROR_DEG)
+    return bool(steps.min() > -MAX_BACKSTEP_SHARE * nominal and abs(turn - expected) <= MAX_TURN_ERROR_DEG)
 
 
 def _flow_direction(tracks: Tracks, frames: int) -> tuple[int, float]:

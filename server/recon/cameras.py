@@ -490,6 +490,7 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
             for name, value in (("elevation_deg", orbit.elevation_deg), ("fov_deg", orbit.fov_deg)):
                 if confidence[name]["source"] not in ("given", "prior"):
                     confidence[name].update(value=value, std=cal.uncertainty[name] / 2.0, source="silhouettes")
+    warnings += _azimuth_warnings(confidence["azimuth_deg"])
     return CameraEstimate(orbit, cameras, _rounded(confidence), warnings, report)
 
 
@@ -534,7 +535,7 @@ def _family(fit: FrameCameras):
 
 
 def _apply_priors(confidence: dict) -> list[dict]:
-    """Replace what nothing measured by its documented prior; one warning per parameter."""
+    """Replace a shared parameter that nothing measured by its documented prior; one warning per parameter."""
     warnings = []
     priors = {"elevation_deg": (PRIOR_ELEVATION_DEG, "eye level, where the training orbits start"),
               "fov_deg": (DEFAULT_FOV_DEG, "a typical object-render field of view")}
@@ -557,12 +558,22 @@ def _apply_priors(confidence: dict) -> list[dict]:
         warnings.append({"code": "camera_prior", "field": "direction",
                          "message": "the turning direction could not be measured from these frames: assuming "
                                     "counter-clockwise"})
-    if confidence["azimuth_deg"]["source"] == "prior":
+    return warnings
+
+
+def _azimuth_warnings(entry: dict) -> list[dict]:
+    """What the frames' azimuths rest on, when it is not the tracks."""
+    warnings = []
+    if entry["source"] == "prior":
         warnings.append({"code": "camera_prior", "field": "azimuth",
                          "message": "too few surface features to track: frames are assumed evenly spaced around "
                                     "the turn"})
-    elif confidence["azimuth_deg"].get("frames_without_tracks"):
-        count = confidence["azimuth_deg"]["frames_without_tracks"]
+    elif entry.get("uniform"):
+        warnings.append({"code": "camera_prior", "field": "azimuth",
+                         "message": "the tracked poses fit the silhouettes worse than an even turn: frames are "
+                                    "assumed evenly spaced around the turn"})
+    elif entry.get("frames_without_tracks"):
+        count = entry["frames_without_tracks"]
         warnings.append({"code": "camera_prior", "field": "azimuth",
                          "message": f"{count} frames have too few tracked features: their azimuths follow "
                                     "their neighbours' (smooth speed)"})

@@ -125,7 +125,8 @@ def _run(suite: str, name: str, mode: str, frames: Path, orbit: Orbit, truth: Ca
            "frames": orbit.num_frames, "size": args.size, "process_s": wall}
     if proc.returncode != 0 or not (out / "job" / "mesh.glb").exists():
         lines = [x for x in proc.stderr.splitlines() if x.strip() and not x.startswith(("PEAK_KB", "Command exited"))]
-        error = lines[-1].rsplit("\r", 1)[-1] if lines else "no output"
+        last = lines[-1] if lines else "no output"
+        error = last[last.find("error:"):] if "error:" in last else last  # past the progress line's carriage returns
         return {**row, "error": error}
     peak_kb = int(proc.stderr.rsplit("PEAK_KB", 1)[1].split()[0])
     manifest = json.loads((out / "job" / "manifest.json").read_text())

@@ -38,12 +38,14 @@ MAX_ITERATIONS = 40
 ELEVATION_JITTER_DEG = 1.0
 ZOOM_JITTER = 0.02
 SPEED_CHANGE = 0.5  # second difference of the azimuth, as a share of the mean step (weak: drift is real)
-MAX_POINTS = 600  # the longest tracks are kept: cost grows with them, accuracy barely does
+MAX_POINTS = 600  # each frame's longest tracks are kept up to this many: cost grows with them, accuracy barely
 FLOW_AGREEMENT = 0.8  # share of frame pairs whose tracks must move the same way to fix the direction
 DIRECTION_MARGIN = 0.15  # the other direction must score this much worse (relative) for the silhouettes to decide
 PRIOR_ELEVATION_DEG = 0.0  # REFERENCE.md §4: the training orbits start from an eye-level view
 UNMEASURED_STD_DEG = UNDETERMINED_DEG / 2.0  # nothing told the values apart: the prior is used
-MIN_STEP_SHARE = 0.2  # a step shorter than this share of the mean (or backwards) is no generated orbit's
+# A generated orbit's frames advance: jitter and drift may stall a step (85 frames: steps from about 0.2 of the mean
+# up), but a step back by more than this share of the mean step is no turn.
+MAX_BACKSTEP_SHARE = 0.5
 MAX_TURN_ERROR_DEG = 45.0  # generated turns miss 360° by far less
 UNCERTAIN_STD_DEG = 4.0  # a measured value this unsure is kept, with a warning
 REFEREE_PX, REFEREE_SHARE = 0.02, 0.1  # how much worse than the uniform orbit per-frame poses may fit the outlines
@@ -462,7 +464,8 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
         else:
             confidence[name] = {"value": by_tracks[name], "std": tracked[name], "source": "tracks"}
     if fit is None:
-        confidence["azimuth_deg"] = {"source": "prior"}
+        # Uniform spacing asked for (a known turntable) is no fallback; found nothing to track, it is.
+        confidence["azimuth_deg"] = {"source": "prior" if per_frame else "given"}
     else:
         confidence["azimuth_deg"] = {"std": fit.azimuth_std_deg.round(3).tolist(), "source": "tracks",
                                      "frames_without_tracks": int((~fit.pinned).sum())}
@@ -487,16 +490,17 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
             for name, value in (("elevation_deg", orbit.elevation_deg), ("fov_deg", orbit.fov_deg)):
                 if confidence[name]["source"] not in ("given", "prior"):
                     confidence[name].update(value=value, std=cal.uncertainty[name] / 2.0, source="silhouettes")
+    warnings += _azimuth_warnings(confidence["azimuth_deg"])
     return CameraEstimate(orbit, cameras, _rounded(confidence), warnings, report)
 
 
 def _one_turn(fit: FrameCameras, orbit: Orbit) -> bool:
-    """Whether the fitted azimuths advance every frame in the orbit's direction and add up to about its turn."""
+    """Whether the fitted azimuths never step back and add up to about the orbit's turn."""
     steps = orbit.direction * np.diff(fit.azimuth_deg)
     nominal = 360.0 / orbit.period
     turn = float(np.sum(steps))
     expected = nominal * (orbit.num_frames - 1)
-    return bool(steps.min() > MIN_STEP_SHARE * nominal and abs(turn - expected) <= MAX_TURN_ERROR_DEG)
+    return bool(steps.min() > -MAX_BACKSTEP_SHARE * nominal and abs(turn - expected) <= MAX_TURN_ERROR_DEG)
 
 
 def _flow_direction(tracks: Tracks, frames: int) -> tuple[int, float]:
@@ -531,7 +535,7 @@ def _family(fit: FrameCameras):
 
 
 def _apply_priors(confidence: dict) -> list[dict]:
-    """Replace what nothing measured by its documented prior; one warning per parameter."""
+    """Replace a shared parameter that nothing measured by its documented prior; one warning per parameter."""
     warnings = []
     priors = {"elevation_deg": (PRIOR_ELEVATION_DEG, "eye level, where the training orbits start"),
               "fov_deg": (DEFAULT_FOV_DEG, "a typical object-render field of view")}
@@ -554,12 +558,22 @@ def _apply_priors(confidence: dict) -> list[dict]:
         warnings.append({"code": "camera_prior", "field": "direction",
                          "message": "the turning direction could not be measured from these frames: assuming "
                                     "counter-clockwise"})
-    if confidence["azimuth_deg"]["source"] == "prior":
+    return warnings
+
+
+def _azimuth_warnings(entry: dict) -> list[dict]:
+    """What the frames' azimuths rest on, when it is not the tracks."""
+    warnings = []
+    if entry["source"] == "prior":
         warnings.append({"code": "camera_prior", "field": "azimuth",
                          "message": "too few surface features to track: frames are assumed evenly spaced around "
                                     "the turn"})
-    elif confidence["azimuth_deg"].get("frames_without_tracks"):
-        count = confidence["azimuth_deg"]["frames_without_tracks"]
+    elif entry.get("uniform"):
+        warnings.append({"code": "camera_prior", "field": "azimuth",
+                         "message": "the tracked poses fit the silhouettes worse than an even turn: frames are "
+                                    "assumed evenly spaced around the turn"})
+    elif entry.get("frames_without_tracks"):
+        count = entry["frames_without_tracks"]
         warnings.append({"code": "camera_prior", "field": "azimuth",
                          "message": f"{count} frames have too few tracked features: their azimuths follow "
                                     "their neighbours' (smooth speed)"})

@@ -130,3 +130,13 @@ def test_perturbed_poses_drift_within_bounds_and_start_where_the_orbit_starts(di
     assert np.abs(np.array(poses["elevation_deg"]) - 10.0).max() < 4 * 0.4
     assert np.abs(np.array(poses["fov_deg"]) / 40.0 - 1.0).max() <= 0.015 + 1e-9
     assert np.abs(np.array(poses["gain"]) - 1.0).max() <= 0.04 + 1e-9
+
+
+def test_uniform_cameras_on_request_are_not_reported_as_a_fallback(tmp_path, suzanne):
+    options = ReconOptions(radius=2.5, elevation_deg=25.0, fov_deg=40.0, direction="ccw", closed=False,
+                           per_frame=False)
+    orbit = calibrate(suzanne / "frames", tmp_path / "job", options)
+    data = json.loads((tmp_path / "job" / "transforms.json").read_text())
+    np.testing.assert_allclose([f["transform_matrix"] for f in data["frames"]], orbit.camera_to_world(), atol=1e-9)
+    assert data["calibration"] == {"confidence": {**data["calibration"]["confidence"],
+                                                  "azimuth_deg": {"source": "given"}}, "warnings": []}

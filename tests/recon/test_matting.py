@@ -148,7 +148,7 @@ def test_reconstruct_with_learned_matting_records_it_and_scores(rembg_home, suza
     install(rembg_home, chroma=60.0, bias=-4.8)
     result = reconstruct(suzanne / "frames", tmp_path / "job", ReconOptions(
         elevation_deg=SUZANNE_ORBIT.elevation_deg, fov_deg=SUZANNE_ORBIT.fov_deg, radius=SUZANNE_ORBIT.radius,
-        direction=1, closed=False, matting="learned", texture_size=256))
+        direction=1, closed=False, matting="learned", texture_size=256, per_frame=False))  # the true, uniform orbit
     section = json.loads((tmp_path / "job" / "manifest.json").read_text())
     assert section["masks"] == {"method": "learned", "model": DEFAULT_MODEL, "exact_alpha_frames": 0}
     assert section["warnings"] == [] and result.warnings == []

@@ -58,13 +58,7 @@ def submit(
     ``ValueError`` (:class:`~droplet_blender.params.ParamError`, ``CaptureError``) or
     :class:`~droplet_blender.client.DropletClientError`.
     """
-    prefs = settings()
-    if server is not None:
-        prefs.url = server
-    if token is not None:
-        prefs.token = token
-    if download_dir is not None:
-        prefs.download_dir = str(download_dir)
+    prefs = _preferences(server, token, download_dir)
     client = prefs.client()
     job_params = JobParams(prompt=prompt, **params)
     job_params.validate()
@@ -102,13 +96,7 @@ def attach(job_id: str, *, server: str | None = None, token: str | None = None,
            download_dir: str | Path | None = None) -> JobState:
     """Follow a job submitted earlier (by another script or session, e.g. ``blender_generate.py --no-wait``) and
     download it when done; then :func:`wait` and :func:`import_job` as for your own."""
-    prefs = settings()
-    if server is not None:
-        prefs.url = server
-    if token is not None:
-        prefs.token = token
-    if download_dir is not None:
-        prefs.download_dir = str(download_dir)
+    prefs = _preferences(server, token, download_dir)
     return runtime.manager.attach(prefs.client(), job_id, prefs.downloads(), poll_interval=prefs.poll_interval)
 
 
@@ -131,3 +119,15 @@ def import_job(job: JobState | str | Path, **kwargs) -> bpy.types.Collection:
         kwargs.setdefault("source", job.source)
         job = job.folder
     return importer.import_job(Path(job), **kwargs)
+
+
+def _preferences(server: str | None, token: str | None, download_dir: str | Path | None):
+    """The add-on preferences, with this call's overrides applied."""
+    prefs = settings()
+    if server is not None:
+        prefs.url = server
+    if token is not None:
+        prefs.token = token
+    if download_dir is not None:
+        prefs.download_dir = str(download_dir)
+    return prefs

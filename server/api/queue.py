@@ -11,6 +11,7 @@ Both keep each job as the one :class:`~droplet3d.api.store.Job` record and answe
 from __future__ import annotations
 
 import abc
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,36 @@ def expired(jobs: list[Job], settings: Settings, store: JobStore) -> list[str]:
     max_age = None if s.max_age_hours is None else s.max_age_hours * 3600
     return select_expired(jobs, sizes, keep=s.keep_jobs, max_age_s=max_age, max_bytes=s.max_disk_bytes,
                           now=time.time())
+
+
+class Streams:
+    """The SSE streams following each job, as (event loop, asyncio.Queue) pairs. The owning queue's lock guards it."""
+
+    def __init__(self) -> None:
+        self._by_job: dict[str, list[tuple[Any, Any]]] = {}
+
+    def add(self, job_id: str, loop, queue) -> None:
+        self._by_job.setdefault(job_id, []).append((loop, queue))
+
+    def remove(self, job_id: str, queue) -> None:
+        kept = [(lp, q) for lp, q in self._by_job.get(job_id, []) if q is not queue]
+        if kept:
+            self._by_job[job_id] = kept
+        else:
+            self._by_job.pop(job_id, None)
+
+    def followed(self) -> list[str]:
+        return list(self._by_job)
+
+    def of(self, job_id: str) -> list[tuple[Any, Any]]:
+        return list(self._by_job.get(job_id, ()))
+
+
+def send(streams: list[tuple[Any, Any]], snapshot: dict[str, Any]) -> None:
+    """Hand a status to each stream on its own event loop (safe from any thread)."""
+    for loop, queue in streams:
+        with contextlib.suppress(RuntimeError):  # that stream's loop has closed
+            loop.call_soon_threadsafe(queue.put_nowait, snapshot)
 
 
 class JobQueue(abc.ABC):

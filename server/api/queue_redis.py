@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .http_errors import ApiError
-from .queue import WORKER_LOST_MESSAGE, JobQueue, expired, finish, public_status
+from .queue import WORKER_LOST_MESSAGE, JobQueue, Streams, expired, finish, public_status, send
 from .settings import Settings
 from .store import Job, JobStore
 
@@ -163,7 +163,7 @@ class RedisQueue(JobQueue):
     def __init__(self, settings: Settings, store: JobStore) -> None:
         self.settings, self.store = settings, store
         self._lock = threading.Lock()
-        self._subscribers: dict[str, list[tuple[Any, Any]]] = {}
+        self._streams = Streams()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.redis = self.jobs = self.queue = None
@@ -230,7 +230,7 @@ class RedisQueue(JobQueue):
 
     def subscribe(self, job_id: str, loop, queue) -> dict[str, Any] | None:
         with self._lock:  # registered first: a change from now on reaches the stream, at worst twice
-            self._subscribers.setdefault(job_id, []).append((loop, queue))
+            self._streams.add(job_id, loop, queue)
         snapshot = self.snapshot(job_id)
         if snapshot is None:
             self.unsubscribe(job_id, queue)
@@ -238,11 +238,7 @@ class RedisQueue(JobQueue):
 
     def unsubscribe(self, job_id: str, queue) -> None:
         with self._lock:
-            subscribers = [(lp, q) for lp, q in self._subscribers.get(job_id, []) if q is not queue]
-            if subscribers:
-                self._subscribers[job_id] = subscribers
-            else:
-                self._subscribers.pop(job_id, None)
+            self._streams.remove(job_id, queue)
 
     def artifact_path(self, job_id: str, name: str) -> Path | None:
         job = self.jobs.get(job_id)
@@ -305,7 +301,7 @@ class RedisQueue(JobQueue):
                 pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(EVENTS)
                 with self._lock:
-                    followed = list(self._subscribers)
+                    followed = self._streams.followed()
                 self._push(followed)  # whatever changed while we were not listening
                 while not self._stopping.is_set():
                     message = pubsub.get_message(timeout=0.5)
@@ -318,15 +314,10 @@ class RedisQueue(JobQueue):
     def _push(self, job_ids: list[str]) -> None:
         for job_id in job_ids:
             with self._lock:
-                subscribers = list(self._subscribers.get(job_id, ()))
-            if not subscribers:
-                continue
-            snapshot = self.snapshot(job_id)
-            if snapshot is None:
-                continue
-            for loop, queue in subscribers:
-                with contextlib.suppress(RuntimeError):  # that stream's loop has closed
-                    loop.call_soon_threadsafe(queue.put_nowait, snapshot)
+                streams = self._streams.of(job_id)
+            snapshot = self.snapshot(job_id) if streams else None
+            if snapshot is not None:
+                send(streams, snapshot)
 
     def _sweep(self) -> None:
         """Find jobs whose worker stopped beating (RQ re-queues or fails them) and apply retention."""

@@ -74,7 +74,7 @@ def run_job(mode: str, params: dict[str, Any], inputs: dict[str, str], job_dir: 
 
         source = job_dir / inputs["source"]
         result = reconstruct(source, job_dir, recon_options(params), progress=progress, should_cancel=should_cancel)
-        warnings += [warning["message"] for warning in result.warnings]
+        warnings += [{"code": w["code"], "message": w["message"]} for w in result.warnings]
     else:
         from ..engine import write_orbit_folder
 
@@ -92,10 +92,9 @@ def run_job(mode: str, params: dict[str, Any], inputs: dict[str, str], job_dir: 
 
             if not (job_dir / "frames").is_dir():
                 raise DropletError("the generation wrote no frames/ folder", code="no_frames")
-            _, warning = orbit_cameras(job_dir, recon_options(params), mesh=bool(params.get("reconstruct")),
-                                       progress=progress, should_cancel=should_cancel)
-            if warning is not None:
-                warnings.append(warning)
+            _, recon_warnings = orbit_cameras(job_dir, recon_options(params), mesh=bool(params.get("reconstruct")),
+                                              progress=progress, should_cancel=should_cancel)
+            warnings += recon_warnings
     if should_cancel():
         raise Cancelled("cancelled")
     progress("writing", 0, 0, 0.0)

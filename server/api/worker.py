@@ -11,7 +11,6 @@ message, and that worker takes the next one.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import logging
 import threading
@@ -27,7 +26,7 @@ from .artifacts import list_artifacts
 from .http_errors import ApiError
 from .model_process import ModelProcess
 from .progress import ProgressTracker, stages_for
-from .queue import JobQueue, expired, finish, public_status
+from .queue import JobQueue, Streams, expired, finish, public_status, send
 from .settings import Settings
 from .store import Job, JobStore
 
@@ -93,7 +92,7 @@ class EmbeddedQueue(JobQueue):
         self._seq = 0
         self._history: dict[str, dict[str, float]] = {}  # mode → stage durations of its last success
         self._last_duration: dict[str, float] = {}  # mode → seconds its last success took
-        self._subscribers: dict[str, list[tuple[Any, Any]]] = {}  # job id → [(event loop, asyncio.Queue)]
+        self._streams = Streams()
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -155,25 +154,18 @@ class EmbeddedQueue(JobQueue):
             job = self._jobs.get(job_id)
             if job is None:
                 return None
-            self._subscribers.setdefault(job_id, []).append((loop, queue))
+            self._streams.add(job_id, loop, queue)
             return self._public(job)
 
     def unsubscribe(self, job_id: str, queue) -> None:
         with self._lock:
-            subscribers = [(lp, q) for lp, q in self._subscribers.get(job_id, []) if q is not queue]
-            if subscribers:
-                self._subscribers[job_id] = subscribers
-            else:
-                self._subscribers.pop(job_id, None)
+            self._streams.remove(job_id, queue)
 
     def _publish(self, job: Job) -> None:
         """Under the lock: hand the new status to the job's SSE streams."""
-        subscribers = self._subscribers.get(job.id)
-        if subscribers:
-            snapshot = self._public(job)
-            for loop, queue in subscribers:
-                with contextlib.suppress(RuntimeError):  # that stream's loop has closed
-                    loop.call_soon_threadsafe(queue.put_nowait, snapshot)
+        streams = self._streams.of(job.id)
+        if streams:
+            send(streams, self._public(job))
 
     def list(self) -> list[dict[str, Any]]:
         with self._lock:

@@ -179,9 +179,9 @@ def _cameras(out: Path, reconstruct: bool, bars: StageBars) -> None:
     """Every orbit folder gets transforms.json: a full reconstruction, or the cheap calibration only."""
     from ..recon import orbit_cameras
 
-    _, warning = orbit_cameras(out, mesh=reconstruct, progress=bars)
+    _, warnings = orbit_cameras(out, mesh=reconstruct, progress=bars)
     bars.close()
-    if warning is not None:  # the generation is kept: a warning, exit status 0
+    for warning in warnings:  # the generation is kept: warnings, exit status 0
         print(f"droplet3d generate: warning: {warning['code']}: {warning['message']}", file=sys.stderr)
-    elif reconstruct:
+    if reconstruct and (out / "mesh.glb").is_file():
         print(f"mesh: {out / 'mesh.glb'}")

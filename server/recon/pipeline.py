@@ -209,25 +209,25 @@ def write_nominal_transforms(job_dir: str | Path, options: ReconOptions | None =
 
 def orbit_cameras(job_dir: str | Path, options: ReconOptions | None = None, *, mesh: bool,
                   progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None,
-                  ) -> tuple[Orbit, dict | None]:
+                  ) -> tuple[Orbit, list[dict]]:
     """Cameras for a generated orbit in ``job_dir/frames`` (and ``mesh.glb`` with ``mesh=True``); the orbit job's
     one recon call, for the CLI and the service alike.
 
     The generation is never lost to its reconstruction: when the frames give no cameras or no mesh,
     ``transforms.json`` holds the nominal orbit (hints given, else defaults), ``manifest.json`` records the failure,
-    and the returned warning ``{code, message}`` says what failed (or, on success, what went less well: e.g. masks
-    from colour alone). A cancel still raises.
+    and the returned warning ``{code, message}`` says what failed. On success the warnings say what went less well
+    (cameras on priors or unsure, masks from colour alone, an open mesh). A cancel still raises.
     """
     job_dir = Path(job_dir)
     options = options or ReconOptions()
     try:
         if mesh:
             result = reconstruct(job_dir / "frames", job_dir, options, progress, should_cancel)
-            return result.orbit, _camera_warning(result.warnings)
+            return result.orbit, _job_warnings(result.warnings)
         if progress is not None:
             progress(STAGE, 0, 0, 0.0)
         orbit, warnings = _calibrate(job_dir / "frames", job_dir, options, progress)
-        return orbit, _camera_warning(warnings)
+        return orbit, _job_warnings(warnings)
     except Cancelled:
         raise
     except Exception as exc:  # a bug in a late stage must not cost the generation either
@@ -239,16 +239,12 @@ def orbit_cameras(job_dir: str | Path, options: ReconOptions | None = None, *, m
         message = (f"{what} failed ({code}: {exc}); the frames and video are kept and transforms.json holds the "
                    "nominal orbit (given hints, else the default elevation, fov and direction)")
         _record_failure(job_dir, {"status": "failed", "code": code, "message": str(exc), "nominal_orbit": True})
-        return orbit, {"code": "reconstruction_failed" if mesh else "nominal_cameras", "message": message}
+        return orbit, [{"code": "reconstruction_failed" if mesh else "nominal_cameras", "message": message}]
 
 
-def _camera_warning(warnings: list[dict]) -> dict | None:
-    """The reconstruction's warnings as the job's one warning (cameras on priors or unsure, masks from colour
-    alone, an open mesh)."""
-    if not warnings:
-        return None
-    code = "camera_prior" if any(w["code"] == "camera_prior" for w in warnings) else warnings[0]["code"]
-    return {"code": code, "message": "; ".join(w["message"] for w in warnings)}
+def _job_warnings(warnings: list[dict]) -> list[dict]:
+    """The reconstruction's warnings as a job reports them: ``{code, message}``."""
+    return [{"code": w["code"], "message": w["message"]} for w in warnings]
 
 
 def _record_failure(job_dir: Path, section: dict) -> None:

@@ -24,32 +24,67 @@ DROPLET3D = str(Path(sys.executable).with_name("droplet3d"))
 FAST = {"width": 64, "height": 64, "num_frames": 5, "steps": 2}
 
 
-class Server:
-    """One ``droplet3d serve`` process; its output is kept for failure messages."""
+class Process:
+    """A ``droplet3d`` child process; its output is kept for failure messages."""
 
-    def __init__(self, jobs_dir: Path, *args: str, token: str | None = None, env: dict | None = None) -> None:
-        self.jobs_dir, self.args, self.token = jobs_dir, args, token
-        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
         self.lines: deque[str] = deque(maxlen=300)
-        self.url = ""
 
-    def start(self, timeout: float = 60.0) -> Server:
-        cmd = [DROPLET3D, "serve", "--port", "0", "--jobs-dir", str(self.jobs_dir), *self.args]
-        if self.token:
-            cmd += ["--token", self.token]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
+    def launch(self, cmd: list[str], env: dict, is_ready) -> threading.Event:
+        """Start ``cmd``; the event is set once ``is_ready(line)`` is true for a line of its output."""
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                      cwd=REPO)
         ready = threading.Event()
 
         def pump() -> None:
             for line in self.proc.stdout:
                 self.lines.append(line.rstrip())
-                if "listening on http://" in line:
-                    self.url = line.split("listening on ", 1)[1].split()[0]
+                if is_ready(line):
                     ready.set()
 
         threading.Thread(target=pump, daemon=True).start()
+        return ready
+
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or a machine that goes away would do."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Server(Process):
+    """One ``droplet3d serve`` process."""
+
+    def __init__(self, jobs_dir: Path, *args: str, token: str | None = None, env: dict | None = None) -> None:
+        super().__init__()
+        self.jobs_dir, self.args, self.token = jobs_dir, args, token
+        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.url = ""
+
+    def start(self, timeout: float = 60.0) -> Server:
+        cmd = [DROPLET3D, "serve", "--port", "0", "--jobs-dir", str(self.jobs_dir), *self.args]
+        if self.token:
+            cmd += ["--token", self.token]
+
+        def listening(line: str) -> bool:
+            if "listening on http://" not in line:
+                return False
+            self.url = line.split("listening on ", 1)[1].split()[0]
+            return True
+
+        ready = self.launch(cmd, self.env, listening)
         if not ready.wait(timeout):
             self.kill()
             raise RuntimeError("server did not start:\n" + self.log())
@@ -63,25 +98,9 @@ class Server:
             time.sleep(0.1)
         raise RuntimeError("server never answered health:\n" + self.log())
 
-    def log(self) -> str:
-        return "\n".join(self.lines)
-
     def client(self, **kwargs) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(40)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 def png_bytes(size=(64, 64), color=(200, 60, 40), mode="RGB") -> bytes:

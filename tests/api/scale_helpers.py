@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import threading
 import time
-from collections import deque
 from pathlib import Path
 
-from api_helpers import DROPLET3D, REPO
+from api_helpers import DROPLET3D, Process
 
 # Short enough for a test to see a killed worker's job come back in seconds; long enough for 2 busy cores.
 HEARTBEAT = "3"
@@ -58,48 +55,21 @@ class RedisServer:
             self.proc.wait(10)
 
 
-class Worker:
-    """One ``droplet3d worker`` process on the CPU, one torch thread."""
+class Worker(Process):
+    """One ``droplet3d worker`` process on the CPU, one torch thread. Killed, its model process notices and stops
+    on its own."""
 
     def __init__(self, broker: str, jobs_dir: Path, ckpt: Path, name: str, *args: str) -> None:
+        super().__init__()
         self.broker, self.jobs_dir, self.ckpt, self.name, self.args = broker, jobs_dir, ckpt, name, args
-        self.proc: subprocess.Popen | None = None
-        self.lines: deque[str] = deque(maxlen=300)
 
     def start(self, timeout: float = 120.0) -> Worker:
         cmd = [DROPLET3D, "worker", "--broker", self.broker, "--jobs-dir", str(self.jobs_dir), "--ckpt",
                str(self.ckpt), "--device", "cpu", "--threads", "1", "--name", self.name, "--heartbeat", HEARTBEAT,
                *self.args]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                     cwd=REPO)
-        ready = threading.Event()
-
-        def pump() -> None:
-            for line in self.proc.stdout:
-                self.lines.append(line.rstrip())
-                if "Listening on" in line:
-                    ready.set()
-
-        threading.Thread(target=pump, daemon=True).start()
+        ready = self.launch(cmd, env, lambda line: "Listening on" in line)
         if not ready.wait(timeout):
             self.kill()
             raise RuntimeError(f"worker {self.name} did not start:\n" + self.log())
         return self
-
-    def log(self) -> str:
-        return "\n".join(self.lines)
-
-    def kill(self) -> None:
-        """SIGKILL, as a machine that goes away would do (its model process notices and stops on its own)."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(40)
-            except subprocess.TimeoutExpired:
-                self.kill()

@@ -103,7 +103,7 @@ def test_serve_passes_speed_options_to_the_model_process(ckpt_3d, tmp_path):
         health = models.health()
     finally:
         models.close()
-    assert health["worker"]["alive"] and health["worker"]["pid"] != os.getpid()
+    assert health["alive"] and health["pid"] != os.getpid()
     orbit = next(m for m in health["models"] if m["role"] == "orbit")
     assert orbit["loaded"] and orbit["error"] is None
     details = orbit["details"]

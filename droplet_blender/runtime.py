@@ -9,6 +9,7 @@ and reports failures to the info log. Each call does a bounded amount of work so
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import queue
 import threading
 import time
@@ -82,6 +83,12 @@ def find_item(wm, key: str):
     return next((item for item in wm.droplet_jobs if item.key == key), None)
 
 
+def _copied_fields(item) -> list[str]:
+    """The JobState fields the panel's job item holds under the same name and type (all but the optional ones)."""
+    return [f.name for f in dataclasses.fields(JobState)
+            if f.name not in ("key", "queue_position", "eta_seconds") and hasattr(item, f.name)]
+
+
 def apply_state(wm, state: JobState, *, quiet: bool = False) -> None:
     item = find_item(wm, state.key)
     if item is None:
@@ -90,12 +97,11 @@ def apply_state(wm, state: JobState, *, quiet: bool = False) -> None:
         wm.droplet_jobs.move(len(wm.droplet_jobs) - 1, 0)  # newest first
         item = wm.droplet_jobs[0]
     previous = item.status
-    item.job_id, item.mode, item.status, item.stage = state.job_id, state.mode, state.status, state.stage
-    item.progress, item.step, item.total = state.progress, state.step, state.total
+    for name in _copied_fields(item):
+        setattr(item, name, getattr(state, name))
+    # Blender properties hold no None: -1 stands for "unknown".
     item.eta = -1.0 if state.eta_seconds is None else float(state.eta_seconds)
     item.queue_position = -1 if state.queue_position is None else int(state.queue_position)
-    item.error, item.folder, item.prompt, item.created_at = state.error, state.folder, state.prompt, state.created_at
-    item.warnings = state.warnings
     if state.status == previous or quiet:
         return
     name = state.job_id or state.key

@@ -238,24 +238,14 @@ def orbit_cameras(job_dir: str | Path, options: ReconOptions | None = None, *, m
         what = "mesh" if mesh else "camera calibration"
         message = (f"{what} failed ({code}: {exc}); the frames and video are kept and transforms.json holds the "
                    "nominal orbit (given hints, else the default elevation, fov and direction)")
-        _record_failure(job_dir, {"status": "failed", "code": code, "message": str(exc), "nominal_orbit": True})
+        failure = {"status": "failed", "code": code, "message": str(exc), "nominal_orbit": True}
+        write_json_atomic(job_dir / "manifest.json", _manifest_with(job_dir, failure))
         return orbit, [{"code": "reconstruction_failed" if mesh else "nominal_cameras", "message": message}]
 
 
 def _job_warnings(warnings: list[dict]) -> list[dict]:
     """The reconstruction's warnings as a job reports them: ``{code, message}``."""
     return [{"code": w["code"], "message": w["message"]} for w in warnings]
-
-
-def _record_failure(job_dir: Path, section: dict) -> None:
-    manifest = job_dir / "manifest.json"
-    try:
-        data = json.loads(manifest.read_text()) if manifest.is_file() else {}
-    except (OSError, json.JSONDecodeError):
-        data = {}
-    if not isinstance(data, dict):
-        data = {}
-    write_json_atomic(manifest, {**data, "reconstruction": section})
 
 
 def _frames_masks_orbit(source: Path, options: ReconOptions, run: _Run):

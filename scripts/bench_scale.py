@@ -1,9 +1,10 @@
 """Scale-out benchmark on the CPU with a tiny checkpoint: jobs per minute with 1 and 2 workers behind a Redis broker
-(each worker one torch thread), and submit→start latency through the broker against the embedded server.
+(each worker one CPU thread) for a tiny and a small job, and submit→start latency through the broker against the
+embedded server.
 Starts a real redis-server, fronts and workers on 127.0.0.1; prints the machine's load, since other work on the
 cores changes every figure.
 
-    .venv/bin/python scripts/bench_scale.py [--jobs 12] [--latency-jobs 10]
+    .venv/bin/python scripts/bench_scale.py [--jobs 24] [--sizes tiny,small] [--latency-jobs 10]
 """
 
 from __future__ import annotations
@@ -19,30 +20,47 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "api"))  # the tests' process helpers
 
-from api_helpers import DROPLET3D, FAST, Server, submit, wait_for
+from api_helpers import DROPLET3D, FAST, Server, submit
 from scale_helpers import HEARTBEAT, RedisServer, Worker
 
+SIZES = {  # tiny: the tests' job, where the fixed cost per job (upload, broker, video encode) weighs most;
+    # small: one where the model's work dominates, as it does in every real job
+    "tiny": FAST,
+    "small": {"width": 128, "height": 128, "num_frames": 9, "steps": 4},
+}
+POLL_SECONDS = 0.1
 
-def run_jobs(server: Server, count: int, seed0: int) -> list[dict]:
+
+def run_jobs(server: Server, count: int, seed0: int, size: dict = FAST) -> list[dict]:
+    """Submit ``count`` jobs, then wait for all of them with one listing per poll (a poll per job would load the
+    front as much as the jobs do)."""
     with server.client() as client:
-        ids = [submit(client, {"prompt": f"bench {k}", **FAST, "seed": seed0 + k}).json()["id"] for k in range(count)]
-        finals = [wait_for(client, job_id, timeout=1800) for job_id in ids]
+        ids = {submit(client, {"prompt": f"bench {k}", **size, "seed": seed0 + k}).json()["id"] for k in range(count)}
+        deadline = time.monotonic() + 1800
+        while True:
+            finals = [j for j in client.get("/v1/jobs").json()["jobs"]
+                      if j["id"] in ids and j["status"] in ("succeeded", "failed", "cancelled")]
+            if len(finals) == count:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"only {len(finals)} of {count} jobs finished in 30 min")
+            time.sleep(POLL_SECONDS)
     failed = [f for f in finals if f["status"] != "succeeded"]
     if failed:
         raise SystemExit(f"{len(failed)} jobs failed: {failed[0]['error']}")
     return finals
 
 
-def throughput(root: Path, ckpt: Path, workers: int, jobs: int) -> tuple[float, set[str]]:
+def throughput(root: Path, ckpt: Path, workers: int, jobs: int, size: str) -> tuple[float, set[str]]:
     """Jobs per minute through a front and ``workers`` workers, after one warm-up job per worker."""
     broker = RedisServer().start()
-    jobs_dir = root / f"jobs-{workers}"
+    jobs_dir = root / f"jobs-{size}-{workers}"
     front = Server(jobs_dir, "--broker", broker.url, "--heartbeat", HEARTBEAT).start()
     procs = [Worker(broker.url, jobs_dir, ckpt, f"w{k}").start() for k in range(workers)]
     try:
-        run_jobs(front, workers, 1000)  # loads the model in each worker
+        run_jobs(front, 2 * workers, 1000, SIZES[size])  # loads the model in each worker
         started = time.monotonic()
-        finals = run_jobs(front, jobs, 0)
+        finals = run_jobs(front, jobs, 0, SIZES[size])
         elapsed = time.monotonic() - started
     finally:
         for proc in (*procs, front):
@@ -82,7 +100,9 @@ def latency(root: Path, ckpt: Path, count: int) -> dict[str, list[float]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=12, help="timed jobs per throughput run")
+    parser.add_argument("--jobs", type=int, default=24, help="timed jobs per throughput run")
+    parser.add_argument("--sizes", type=lambda v: v.split(","), default=list(SIZES),
+                        help=f"comma-separated job sizes from {', '.join(SIZES)}")
     parser.add_argument("--latency-jobs", type=int, default=10, help="jobs per submit→start latency run")
     args = parser.parse_args()
     load_before = os.getloadavg()
@@ -90,18 +110,20 @@ def main() -> int:
         root = Path(tmp)
         ckpt = root / "ckpt"
         subprocess.run([DROPLET3D, "make-tiny-checkpoint", str(ckpt)], check=True, capture_output=True)
-        rates = {n: throughput(root, ckpt, n, args.jobs) for n in (1, 2)}
+        rates = {(size, n): throughput(root, ckpt, n, args.jobs, size) for size in args.sizes for n in (1, 2)}
         lat = latency(root, ckpt, args.latency_jobs)
     load_after = os.getloadavg()
 
     print(f"machine: {os.cpu_count()} cores; load average (1/5/15 min) before {load_before[0]:.1f}/"
           f"{load_before[1]:.1f}/{load_before[2]:.1f}, after {load_after[0]:.1f}/{load_after[1]:.1f}/"
           f"{load_after[2]:.1f}")
-    print(f"tiny CPU jobs ({FAST['width']}x{FAST['height']}, {FAST['num_frames']} frames, {FAST['steps']} steps), "
-          f"{args.jobs} timed jobs, one torch thread per worker")
-    print(f"{'':24}{'1 worker':>12}{'2 workers':>12}{'ratio':>8}")
-    print(f"{'jobs per minute':24}{rates[1][0]:12.1f}{rates[2][0]:12.1f}{rates[2][0] / rates[1][0]:8.2f}")
-    print(f"{'workers used':24}{len(rates[1][1]):12d}{len(rates[2][1]):12d}")
+    print(f"jobs per minute, {args.jobs} timed jobs per run, one CPU thread per worker")
+    print(f"{'CPU job':36}{'1 worker':>10}{'2 workers':>11}{'ratio':>7}{'workers used':>14}")
+    for size in args.sizes:
+        p = SIZES[size]
+        one, two = rates[size, 1], rates[size, 2]
+        label = f"{size} ({p['width']}x{p['height']}, {p['num_frames']} frames, {p['steps']} steps)"
+        print(f"{label:36}{one[0]:10.1f}{two[0]:11.1f}{two[0] / one[0]:7.2f}{len(one[1]):>7d} / {len(two[1])}")
     print(f"submit→start latency, ms ({args.latency_jobs} jobs, idle worker)")
     print(f"{'':24}{'embedded':>12}{'broker':>12}{'overhead':>10}")
     for name, pick in (("median", statistics.median), ("p90", lambda v: sorted(v)[int(0.9 * (len(v) - 1))]),

@@ -22,6 +22,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from multiprocessing.connection import wait
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Cancelled, DropletError, InputError
+from ..threads import limit_cpu_threads
 from .engines import EngineRegistry
 from .settings import Settings
 
@@ -125,7 +127,8 @@ class ModelProcess:
         a WorkerInfo of /v1/health but for its name and job."""
         proc, report = self._proc, self._report
         if report is None:
-            report = {"models": make_registry(self.settings).describe(), "device": self.settings.device, "gpu": None}
+            report = {"models": make_registry(self.settings).describe(), "device": self.settings.device, "gpu": None,
+                      "cpu_threads": None}
         alive = proc is not None and proc.is_alive()
         return {**report, "pid": proc.pid if alive else None, "alive": alive, "restarts": max(self._starts - 1, 0)}
 
@@ -161,23 +164,19 @@ def child_main(conn, cancel, settings: Settings) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the server stops us itself
     os.nice(NICENESS)
     settings = replace(settings, device=pin_cuda_device(settings.device))
-    if settings.cpu_threads:  # before torch loads: CPU workers share the cores instead of fighting over them
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = str(settings.cpu_threads)
+    if settings.cpu_threads:  # CPU workers share the cores instead of fighting over them
+        limit_cpu_threads(settings.cpu_threads)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     [model process] %(message)s")
     engines = make_registry(settings)
 
     def report() -> None:
         device, gpu = engines.device_info()
-        conn.send(("state", {"models": engines.describe(), "device": device, "gpu": gpu}))
+        torch = sys.modules.get("torch")
+        threads = torch.get_num_threads() if torch is not None else None
+        conn.send(("state", {"models": engines.describe(), "device": device, "gpu": gpu, "cpu_threads": threads}))
 
     try:
-        import torch
-
         from ..engine import DropletEngine  # noqa: F401  (imports torch and diffusers once, before the first job)
-
-        if settings.cpu_threads:
-            torch.set_num_threads(settings.cpu_threads)
 
         if settings.preload:
             engines.get("orbit")

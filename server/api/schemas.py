@@ -183,6 +183,8 @@ class WorkerInfo(BaseModel):
     name: str = Field(description="the worker's name: its device index in one server, --name on a broker")
     device: str | None
     gpu: dict[str, Any] | None = Field(None, description="name and memory in bytes of its CUDA device")
+    cpu_threads: int | None = Field(None, description="CPU threads its libraries use, as of its last job (null until "
+                                    "torch loads)")
     models: list[ModelInfo]
     pid: int | None = Field(description="the model process that runs jobs; null while none is running")
     alive: bool

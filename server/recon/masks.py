@@ -11,13 +11,13 @@ without changing its colour direction, so a moderate darkening with little chrom
 from __future__ import annotations
 
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
 
 from ..errors import ReconstructionError
+from ..threads import cpu_threads
 from .frames import Frames
 from .matting import DEFAULT_MODEL, MattingUnavailable, load_matting
 
@@ -80,7 +80,7 @@ def compute_masks(rgb: np.ndarray, alpha: np.ndarray | None = None, names: list[
         return clean_mask(background_difference(rgb[k]))
 
     # OpenCV and numpy release the GIL on whole images, so threads use every core.
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(max_workers=cpu_threads()) as pool:
         masks = np.stack(list(pool.map(one, range(rgb.shape[0]))))
     for k in range(rgb.shape[0]):
         _check_mask(masks[k], names[k])

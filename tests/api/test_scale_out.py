@@ -153,6 +153,20 @@ def test_serve_with_two_workers_runs_two_jobs_at_once_and_a_dead_model_process_f
         server.stop()
 
 
+def test_cpu_workers_keep_one_thread_each_after_jobs_that_load_the_matting_libraries(tiny_ckpts, tmp_path):
+    """Two CPU workers on two cores get a thread each. An orbit job loads rembg, whose numba resets OpenMP to every
+    core unless the budget is set before it loads: then each idle OpenMP thread spins on the other worker's core."""
+    server = Server(tmp_path, "--ckpt", str(tiny_ckpts["droplet3d"]), "--workers", str(os.cpu_count())).start()
+    try:
+        with server.client() as client:
+            ids = [submit(client, {"prompt": f"budget {k}", **FAST}).json()["id"] for k in range(2 * os.cpu_count())]
+            assert [wait_for(client, job_id)["status"] for job_id in ids] == ["succeeded"] * len(ids)
+            workers = client.get("/v1/health").json()["workers"]
+        assert [w["cpu_threads"] for w in workers] == [1] * os.cpu_count()
+    finally:
+        server.stop()
+
+
 def test_gpus_and_workers_name_one_model_process_per_device_and_bad_lists_are_refused():
     from droplet3d.api.cli import worker_devices
     from droplet3d.errors import InputError

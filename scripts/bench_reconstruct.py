@@ -70,6 +70,8 @@ def main() -> int:
     parser.add_argument("--objects", nargs="+", default=TUNE + HELD_OUT, choices=TUNE + HELD_OUT)
     parser.add_argument("--modes", nargs="+", choices=("true orbit", "hints", "frames"),
                         help="only these reconstruction modes (default: both of each suite)")
+    parser.add_argument("--ablate", nargs="+", default=[], metavar="FLAG",
+                        help="also run each reconstruction with `--FLAG` (e.g. no-repair), side by side")
     parser.add_argument("--psnr", action="store_true", help="also render the textured mesh (slow)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args()
@@ -91,8 +93,9 @@ def main() -> int:
             for mode in MODES[suite]:
                 if args.modes and mode not in args.modes:
                     continue
-                rows.append(_run(suite, name, mode, frames, orbit, truth, args))
-                print(_format_row(rows[-1]), file=sys.stderr)
+                for extra in ((), *(("--" + flag,) for flag in args.ablate)):
+                    rows.append(_run(suite, name, mode, frames, orbit, truth, args, extra))
+                    print(_format_row(rows[-1]), file=sys.stderr)
     print(_table(rows, args))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
@@ -108,10 +111,11 @@ def _true_cameras(frames: Path, orbit: Orbit) -> Cameras:
     return orbit.cameras()
 
 
-def _run(suite: str, name: str, mode: str, frames: Path, orbit: Orbit, truth: Cameras, args) -> dict:
+def _run(suite: str, name: str, mode: str, frames: Path, orbit: Orbit, truth: Cameras, args,
+         extra: tuple[str, ...] = ()) -> dict:
     out = Path(tempfile.mkdtemp(prefix=f"bench-{name}-{suite}-"))
     cmd = [str(REPO / ".venv/bin/droplet3d"), "reconstruct", str(frames / "frames"), "--out", str(out / "job"),
-           "--radius", str(orbit.radius)]
+           "--radius", str(orbit.radius), *extra]
     if mode in ("true orbit", "hints"):
         cmd += ["--elevation", str(orbit.elevation_deg), "--fov", str(orbit.fov_deg),
                 "--direction", "ccw" if orbit.direction > 0 else "cw"]
@@ -121,7 +125,8 @@ def _run(suite: str, name: str, mode: str, frames: Path, orbit: Orbit, truth: Ca
     start = time.perf_counter()
     proc = subprocess.run([TIME, "-f", "PEAK_KB %M", *cmd], capture_output=True, text=True)
     wall = time.perf_counter() - start
-    row = {"suite": suite, "object": name, "group": "held-out" if name in HELD_OUT else "tune", "mode": mode,
+    row = {"suite": suite, "object": name, "group": "held-out" if name in HELD_OUT else "tune",
+           "mode": " ".join((mode, *extra)),
            "frames": orbit.num_frames, "size": args.size, "process_s": wall}
     if proc.returncode != 0 or not (out / "job" / "mesh.glb").exists():
         lines = [x for x in proc.stderr.splitlines() if x.strip() and not x.startswith(("PEAK_KB", "Command exited"))]

@@ -31,6 +31,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--face-budget", type=int, default=10000, help="target face count after decimation")
     p.add_argument("--texture-size", type=int, default=1024, help="texture width and height in pixels")
     p.add_argument("--no-carve", dest="carve", action="store_false", help="skip photo-consistency carving")
+    p.add_argument("--no-repair", dest="repair", action="store_false",
+                   help="keep every enclosed mask hole (default: close those the other views contradict)")
     p.add_argument("--matting", choices=("auto", "learned", "colour"), default="auto",
                    help="masks from the learned matting model (auto: when it can run, else from the background colour "
                         "with a warning)")
@@ -55,7 +57,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     options = ReconOptions(
         elevation_deg=args.elevation, fov_deg=args.fov, radius=args.radius, direction=args.direction,
         start_azimuth_deg=args.start_azimuth, closed=args.closed, calibrate=args.calibrate, per_frame=args.per_frame,
-        resolution=args.resolution, carve=args.carve, face_budget=args.face_budget,
+        resolution=args.resolution, carve=args.carve, repair=args.repair, face_budget=args.face_budget,
         texture_size=args.texture_size, formats=formats, matting=args.matting,
         **({"matting_model": args.matting_model} if args.matting_model else {}))
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DropletError, InputError
+from ..threads import cpu_threads
 
 DEFAULT_MODEL = "birefnet-general-lite"
 MODELS = {  # name in rembg → licence of its code and weights
@@ -34,7 +36,9 @@ MODELS = {  # name in rembg → licence of its code and weights
     "isnet-general-use": "Apache-2.0",
     "u2net": "Apache-2.0",
 }
+FETCH_RETRY_SECONDS = 600
 log = logging.getLogger(__name__)
+_failed_fetches: dict[str, tuple[float, str]] = {}  # model → (when, why) of its last failed fetch in this process
 
 
 class MattingUnavailable(DropletError):
@@ -83,7 +87,9 @@ def fetch_weights(model: str = DEFAULT_MODEL) -> Path:
 
 
 def load_matting(model: str = DEFAULT_MODEL, download: bool | None = None) -> Matting:
-    """A ready model; fetches the weights first when absent and ``download`` (default: unless offline).
+    """A ready model; fetches the weights first when absent and ``download`` (default: unless offline). A fetch
+    that failed is not tried again for FETCH_RETRY_SECONDS: on a machine without a route out, every job of a
+    service would otherwise wait on the network first.
 
     Raises MattingUnavailable when they are absent and may not or cannot be fetched, or do not load.
     """
@@ -92,7 +98,15 @@ def load_matting(model: str = DEFAULT_MODEL, download: bool | None = None) -> Ma
         if not download:
             raise MattingUnavailable(f"the {model} matting weights are not in {_session_class(model).model_dir()} "
                                      "(run `droplet3d fetch-models` on a machine with network access)")
-        fetch_weights(model)
+        failed = _failed_fetches.get(model)
+        if failed is not None and time.monotonic() - failed[0] < FETCH_RETRY_SECONDS:
+            raise MattingUnavailable(f"{failed[1]} (not tried again for {FETCH_RETRY_SECONDS // 60} min; "
+                                     "`droplet3d fetch-models` tries now)")
+        try:
+            fetch_weights(model)
+        except MattingUnavailable as exc:
+            _failed_fetches[model] = (time.monotonic(), exc.message)
+            raise
     return _load(model, str(weights_path(model)))
 
 
@@ -103,7 +117,7 @@ def _load(model: str, path: str) -> Matting:
     from rembg import new_session
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
+    options.intra_op_num_threads = cpu_threads()
     try:
         session = new_session(model, sess_opts=options)
     except Exception as exc:  # a truncated or foreign file: onnxruntime raises its own error types

@@ -33,6 +33,7 @@ from .export import textured_mesh, write_mesh
 from .frames import IMAGE_SUFFIXES, Frames, load_frames
 from .hull import carve_hull, forgiving_field
 from .limits import MAX_RESOLUTION, MIN_RESOLUTION
+from .mask_repair import repair_masks
 from .masks import MATTING, frame_masks
 from .matting import DEFAULT_MODEL
 from .surface import extract_surface
@@ -59,6 +60,7 @@ class ReconOptions:
     per_frame: bool = True  # each frame's own pose from feature tracks (False: the uniform orbit)
     resolution: int = 128  # grid cells along the object's longest side
     carve: bool = True  # photo-consistency carving of concavities
+    repair: bool = True  # close mask holes that the other views contradict (mask_repair.py)
     face_budget: int = 10000
     texture_size: int = 1024
     formats: tuple[str, ...] = ("glb",)
@@ -132,8 +134,12 @@ def reconstruct(source: str | Path, out_dir: str | Path, options: ReconOptions |
     warnings = [*mask_warnings, *calibration["warnings"]]
 
     turn = slice(0, orbit.period)  # a closing frame repeats frame 0: one turn is enough
-    field_ = forgiving_field(masks[turn], cameras.subset(np.arange(orbit.period)), options.calibrate or bool(
-        calibration["estimated"]))
+    estimated = options.calibrate or bool(calibration["estimated"])
+    if options.repair:
+        masks = masks.copy()
+        masks[turn], mask_info["repaired_holes"] = repair_masks(
+            masks[turn], cameras.subset(np.arange(orbit.period)), estimated)
+    field_ = forgiving_field(masks[turn], cameras.subset(np.arange(orbit.period)), estimated)
     volume = carve_hull(field_, options.resolution)
     run.done("hull")
     carved = 0

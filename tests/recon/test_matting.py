@@ -15,7 +15,7 @@ import trimesh
 from conftest import SUZANNE_ORBIT, load_glb_in_blender_world
 from droplet3d.cli import main as cli_main
 from droplet3d.errors import InputError
-from droplet3d.recon import ReconOptions, reconstruct
+from droplet3d.recon import ReconOptions, matting, reconstruct
 from droplet3d.recon.frames import Frames
 from droplet3d.recon.masks import frame_masks
 from droplet3d.recon.matting import DEFAULT_MODEL, MattingUnavailable, load_matting, weights_path
@@ -67,6 +67,7 @@ def rembg_home(tmp_path, monkeypatch):
     home = tmp_path / "rembg"
     monkeypatch.setenv("REMBG_HOME", str(home))
     monkeypatch.setenv("DROPLET3D_OFFLINE", "1")
+    monkeypatch.setattr(matting, "_failed_fetches", {})
     return home
 
 
@@ -126,6 +127,21 @@ def test_absent_weights_offline_fall_back_to_colour_with_a_warning(rembg_home):
         frame_masks(frames_of(rgb), "learned")
 
 
+def test_a_failed_fetch_is_not_tried_again_by_every_job_but_fetch_models_tries(rembg_home, monkeypatch):
+    monkeypatch.delenv("DROPLET3D_OFFLINE")
+    for proxy in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):  # a route out that refuses at once
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")
+    with pytest.raises(MattingUnavailable, match="cannot fetch") as first:
+        load_matting()
+    assert "not tried again" not in first.value.message
+    with pytest.raises(MattingUnavailable, match="not tried again for 10 min") as second:
+        load_matting()
+    assert second.value.message.startswith(first.value.message)
+    with pytest.raises(MattingUnavailable, match="cannot fetch") as explicit:
+        matting.fetch_weights()
+    assert "not tried again" not in explicit.value.message
+
+
 def test_unreadable_weights_are_reported_not_crashed_on(rembg_home):
     path = rembg_home / "models" / DEFAULT_MODEL / f"{DEFAULT_MODEL}.onnx"
     path.parent.mkdir(parents=True)
@@ -150,7 +166,8 @@ def test_reconstruct_with_learned_matting_records_it_and_scores(rembg_home, suza
         elevation_deg=SUZANNE_ORBIT.elevation_deg, fov_deg=SUZANNE_ORBIT.fov_deg, radius=SUZANNE_ORBIT.radius,
         direction=1, closed=False, matting="learned", texture_size=256, per_frame=False))  # the true, uniform orbit
     section = json.loads((tmp_path / "job" / "manifest.json").read_text())
-    assert section["masks"] == {"method": "learned", "model": DEFAULT_MODEL, "exact_alpha_frames": 0}
+    assert section["masks"] == {"method": "learned", "model": DEFAULT_MODEL, "exact_alpha_frames": 0,
+                                "repaired_holes": {"holes": 0, "views": 0, "pixels": 0}}
     assert section["warnings"] == [] and result.warnings == []
     mesh = load_glb_in_blender_world(tmp_path / "job" / "mesh.glb")
     truth = trimesh.load(suzanne / "truth.ply", force="mesh")

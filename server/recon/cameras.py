@@ -406,7 +406,10 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
     tracks = track_features(rgb, masks) if per_frame else None
 
     direction_source = "given" if direction is not None else "silhouettes"
-    if tracks is not None and direction is None:
+    report["silhouette_direction_margin"] = round(cal.direction_margin, 4)
+    if tracks is not None and direction is None and cal.direction_margin < DIRECTION_MARGIN:
+        # Only where the silhouettes cannot tell: the flow's rule (the near side moves against the camera) fails
+        # where a concave inside shows (a cup from above: its far inner wall moves the other way).
         flow_direction, agreement = _flow_direction(tracks, masks.shape[0])
         report["flow_direction_agreement"] = round(agreement, 3)
         if agreement >= FLOW_AGREEMENT:
@@ -485,11 +488,16 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
             cameras = per_frame
         else:
             cal = polish_orbit(masks, cal, elevation is None, fov is None)
-            orbit, cameras = cal.orbit, cal.orbit.cameras()
             confidence["azimuth_deg"] = {"source": "silhouettes", "uniform": True}
-            for name, value in (("elevation_deg", orbit.elevation_deg), ("fov_deg", orbit.fov_deg)):
+            for name, value in (("elevation_deg", cal.orbit.elevation_deg), ("fov_deg", cal.orbit.fov_deg)):
                 if confidence[name]["source"] not in ("given", "prior"):
                     confidence[name].update(value=value, std=cal.uncertainty[name] / 2.0, source="silhouettes")
+            # The polished values face the same test as the first ones: what they leave unmeasured is the prior's,
+            # in the orbit as in the manifest.
+            warnings = _apply_priors(confidence)
+            orbit = replace(cal.orbit, elevation_deg=float(np.clip(confidence["elevation_deg"]["value"], -89, 89)),
+                            fov_deg=float(np.clip(confidence["fov_deg"]["value"], 3, 120)))
+            cameras = orbit.cameras()
     warnings += _azimuth_warnings(confidence["azimuth_deg"])
     return CameraEstimate(orbit, cameras, _rounded(confidence), warnings, report)
 

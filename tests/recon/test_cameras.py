@@ -5,7 +5,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from conftest import render_orbit
+from conftest import render_orbit, rendered
 from droplet3d.orbit import Cameras, Orbit, project
 from droplet3d.recon import ReconOptions, calibrate, orbit_cameras
 from droplet3d.recon.cameras import MIN_TRACKS, adjust_cameras
@@ -80,7 +80,7 @@ def test_a_generated_like_orbit_gets_each_frames_own_camera_and_its_direction(tm
     assert error.max() < 0.6 * uniform_error.max() and np.sqrt(np.mean(error**2)) < 3.0
     assert abs(elevation.mean() - 20.0) < 2.5 and abs(orbit.fov_deg - 40.0) < 4.0
     confidence = data["calibration"]["confidence"]
-    assert confidence["direction"] == {"value": -1, "source": "tracks"}
+    assert confidence["direction"] == {"value": -1, "source": "silhouettes"}  # its outline turns one way only
     assert confidence["azimuth_deg"]["source"] == "tracks" and len(confidence["azimuth_deg"]["std"]) == 48
     assert confidence["elevation_deg"]["std"] > 0 and data["calibration"]["warnings"] == []
 
@@ -142,3 +142,18 @@ def test_uniform_cameras_on_request_are_not_reported_as_a_fallback(tmp_path, suz
     np.testing.assert_allclose([f["transform_matrix"] for f in data["frames"]], orbit.camera_to_world(), atol=1e-9)
     assert data["calibration"] == {"confidence": {**data["calibration"]["confidence"],
                                                   "azimuth_deg": {"source": "given"}}, "warnings": []}
+
+
+def test_a_cup_seen_from_above_keeps_its_outline_direction_and_a_consistent_orbit(tmp_path):
+    # Its far inner wall, textured and in view, moves against the near side: the flow alone says cw. The outline,
+    # with its handle, tells the direction; what the polish cannot measure goes to the priors, orbit and manifest
+    # alike.
+    orbit = Orbit(num_frames=36, elevation_deg=45.0, fov_deg=40.0, radius=2.5)
+    estimated = calibrate(rendered("cup", orbit) / "frames", tmp_path / "job", ReconOptions(radius=2.5))
+    calibration = json.loads((tmp_path / "job" / "transforms.json").read_text())["calibration"]
+    confidence = calibration["confidence"]
+    assert estimated.direction == 1 and confidence["direction"]["source"] == "silhouettes"
+    assert abs(estimated.elevation_deg - 45.0) < 3.0 and abs(estimated.fov_deg - 40.0) < 4.0
+    for name, value in (("elevation_deg", estimated.elevation_deg), ("fov_deg", estimated.fov_deg)):
+        assert abs(confidence[name]["value"] - value) < 1e-3
+        assert (confidence[name]["std"] > 4.0) == (name in {w["field"] for w in calibration["warnings"]})

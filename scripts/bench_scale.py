@@ -4,7 +4,7 @@ embedded server.
 Starts a real redis-server, fronts and workers on 127.0.0.1; prints the machine's load, since other work on the
 cores changes every figure.
 
-    .venv/bin/python scripts/bench_scale.py [--jobs 24] [--sizes tiny,small] [--latency-jobs 10]
+    .venv/bin/python scripts/bench_scale.py [--jobs 32] [--sizes tiny,small] [--latency-jobs 10]
 """
 
 from __future__ import annotations
@@ -32,16 +32,19 @@ POLL_SECONDS = 0.1
 
 
 def run_jobs(server: Server, count: int, seed0: int, size: dict = FAST) -> list[dict]:
-    """Submit ``count`` jobs, then wait for all of them with one listing per poll (a poll per job would load the
-    front as much as the jobs do)."""
+    """Submit ``count`` jobs, then wait for them in order, one status request per poll (a poll per job, or a
+    listing of every job, would load the front more than the jobs do)."""
+    finished = ("succeeded", "failed", "cancelled")
     with server.client() as client:
-        ids = {submit(client, {"prompt": f"bench {k}", **size, "seed": seed0 + k}).json()["id"] for k in range(count)}
-        deadline = time.monotonic() + 1800
-        while True:
-            finals = [j for j in client.get("/v1/jobs").json()["jobs"]
-                      if j["id"] in ids and j["status"] in ("succeeded", "failed", "cancelled")]
-            if len(finals) == count:
-                break
+        pending = [submit(client, {"prompt": f"bench {k}", **size, "seed": seed0 + k}).json()["id"]
+                   for k in range(count)]
+        finals, deadline = [], time.monotonic() + 1800
+        while pending:
+            status = client.get(f"/v1/jobs/{pending[0]}").json()
+            if status["status"] in finished:
+                finals.append(status)
+                pending.pop(0)
+                continue
             if time.monotonic() > deadline:
                 raise SystemExit(f"only {len(finals)} of {count} jobs finished in 30 min")
             time.sleep(POLL_SECONDS)
@@ -49,6 +52,32 @@ def run_jobs(server: Server, count: int, seed0: int, size: dict = FAST) -> list[
     if failed:
         raise SystemExit(f"{len(failed)} jobs failed: {failed[0]['error']}")
     return finals
+
+
+CEILING_WORK = """
+import time, numpy as np, torch
+torch.set_num_threads(1)
+a, started = torch.randn(192, 192), time.perf_counter()
+for k in range(2500):
+    a = torch.tanh(a @ a.T / 192.0)
+    sum(i * i for i in range(200))  # interpreter work, as between a job's tensor operations
+print(time.perf_counter() - started)
+"""
+
+
+def hardware_ceiling() -> float:
+    """The cores' own scaling: the throughput of two copies of one single-threaded workload run at once against
+    one alone (1.0 would be one core; 2.0 two independent ones)."""
+    def run(copies: int) -> float:
+        started = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, "-c", CEILING_WORK], stdout=subprocess.DEVNULL)
+                 for _ in range(copies)]
+        for proc in procs:
+            proc.wait()
+        return time.perf_counter() - started
+
+    run(1)  # warm the file cache
+    return 2 * run(1) / run(2)
 
 
 def throughput(root: Path, ckpt: Path, workers: int, jobs: int, size: str) -> tuple[float, set[str]]:
@@ -100,7 +129,7 @@ def latency(root: Path, ckpt: Path, count: int) -> dict[str, list[float]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=24, help="timed jobs per throughput run")
+    parser.add_argument("--jobs", type=int, default=32, help="timed jobs per throughput run")
     parser.add_argument("--sizes", type=lambda v: v.split(","), default=list(SIZES),
                         help=f"comma-separated job sizes from {', '.join(SIZES)}")
     parser.add_argument("--latency-jobs", type=int, default=10, help="jobs per submit→start latency run")
@@ -112,6 +141,7 @@ def main() -> int:
         subprocess.run([DROPLET3D, "make-tiny-checkpoint", str(ckpt)], check=True, capture_output=True)
         rates = {(size, n): throughput(root, ckpt, n, args.jobs, size) for size in args.sizes for n in (1, 2)}
         lat = latency(root, ckpt, args.latency_jobs)
+        ceiling = hardware_ceiling()
     load_after = os.getloadavg()
 
     print(f"machine: {os.cpu_count()} cores; load average (1/5/15 min) before {load_before[0]:.1f}/"
@@ -124,6 +154,8 @@ def main() -> int:
         one, two = rates[size, 1], rates[size, 2]
         label = f"{size} ({p['width']}x{p['height']}, {p['num_frames']} frames, {p['steps']} steps)"
         print(f"{label:36}{one[0]:10.1f}{two[0]:11.1f}{two[0] / one[0]:7.2f}{len(one[1]):>7d} / {len(two[1])}")
+    print(f"{'the cores alone':36}{'':10}{'':11}{ceiling:7.2f}   (two single-threaded copies of one workload at once"
+          " against one)")
     print(f"submit→start latency, ms ({args.latency_jobs} jobs, idle worker)")
     print(f"{'':24}{'embedded':>12}{'broker':>12}{'overhead':>10}")
     for name, pick in (("median", statistics.median), ("p90", lambda v: sorted(v)[int(0.9 * (len(v) - 1))]),

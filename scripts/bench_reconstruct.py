@@ -139,7 +139,7 @@ def _run(suite: str, name: str, mode: str, frames: Path, orbit: Orbit, truth: Ca
     mesh = trimesh.load(out / "job" / "mesh.glb", force="mesh")
     mesh.apply_transform(np.linalg.inv(BLENDER_TO_GLTF))  # back to Blender's world
     estimated = Cameras(np.array([f["transform_matrix"] for f in transforms["frames"]]), manifest["orbit"]["fov_deg"])
-    azimuth_error = np.abs(estimated.spherical()[0] - truth.spherical()[0])
+    azimuth_error = np.abs((estimated.spherical()[0] - truth.spherical()[0] + 180.0) % 360.0 - 180.0)
     row.update({
         **surface_scores(mesh, trimesh.load(frames / "truth.ply", force="mesh")),
         "azimuth_err_mean": float(azimuth_error.mean()), "azimuth_err_max": float(azimuth_error.max()),

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 STAGING_PREFIX = ".staging-"
+# In an orbit folder: frame 0's exact cut-out (the input's transparency at the frames' size), when the input had one
+FRAME0_ALPHA = "frame0_alpha.png"
 
 
 def write_json_atomic(path: Path, data: Any, *, indent: int = 2) -> None:

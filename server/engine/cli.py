@@ -42,7 +42,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--out. Sizes default to the model's (Droplet3D 512x512x85, DropletVideo 672x384x85 at 16 fps).",
     )
     gen.add_argument("--ckpt", required=True, help="checkpoint folder or hub id, e.g. DropletX/Droplet3D-5B")
-    gen.add_argument("--image", required=True, type=Path, help="input image (transparent pixels become black)")
+    gen.add_argument("--image", required=True, type=Path,
+                     help="input image (transparent pixels become black; a cut-out gives frame 0 its exact mask)")
     gen.add_argument("--prompt", required=True, help="dense description of the views, front → back")
     gen.add_argument("--negative-prompt", default=None)
     gen.add_argument("--view-align", action="store_true", help="snap the input to the nearest canonical view first")
@@ -153,7 +154,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     )
     resolve_step_switches(params.profile, params.steps, params.solver, params.cache_threshold,
                           params.cfg_truncation)  # bad switches fail before any loading
-    image = load_input_image(args.image)  # fail on a bad image before loading any model
+    load_input_image(args.image)  # fail on a bad image before loading any model
     engine = DropletEngine.load(args.ckpt, device=args.device, offload=args.offload, compile=args.compile,
                                 attention_backend=args.attention_backend, quantize=args.quantize,
                                 profile=args.profile, vae_tiling=args.vae_tiling)
@@ -164,7 +165,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                          field="reconstruct")
     bars = StageBars()
     try:
-        result = write_orbit_folder(engine.generate(image, params, progress=bars), args.out, progress=bars)
+        result = write_orbit_folder(engine.generate(args.image, params, progress=bars), args.out, progress=bars)
         bars.close()
         if engine.kind == "droplet3d":
             _cameras(args.out, args.reconstruct, bars)

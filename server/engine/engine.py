@@ -21,7 +21,7 @@ from PIL import Image
 
 from .. import __version__
 from ..errors import Cancelled, DropletError, InputError
-from ..files import make_staging, write_json_atomic
+from ..files import FRAME0_ALPHA, make_staging, write_json_atomic
 from ..threads import cpu_threads
 from .checkpoint import CheckpointInfo, inspect_checkpoint, load_components, resolve_checkpoint
 from .device import (
@@ -32,7 +32,7 @@ from .device import (
     pick_device,
     pick_dtype,
 )
-from .images import ImageSource, load_input_image
+from .images import ImageSource, input_alpha, load_input_image
 from .pipeline import DropletInpaintPipeline, round_frames
 from .speed import (
     PROFILES,
@@ -148,6 +148,8 @@ class Generation:
     view_align: dict | None  # shares_text_encoder and its reason, when aligned
     speed: dict  # the step switches as run (speed.step_switches)
     warnings: list[str]  # speed switches that could not run here, or a faithful job on a model loaded for speed
+    # The input's transparency when it had one and frame 0 follows the input (not a view-aligned picture)
+    input_alpha: Image.Image | None = None
 
 
 @dataclass
@@ -277,6 +279,7 @@ class DropletEngine:
         requested = params
         params = self.check(params)
         picture = load_input_image(image)
+        alpha = None if params.view_align else input_alpha(image)
         if not self._busy.acquire(blocking=False):
             raise DropletError("the engine is busy with another generation", code="busy")
         stage_start: dict[str, float] = {}
@@ -317,7 +320,7 @@ class DropletEngine:
                 raise Cancelled("cancelled by the caller")
             return Generation(
                 frames=(frames * 255).astype(np.uint8),  # truncating, as the reference's writer does
-                input_image=picture, aligned_image=aligned, params=params, requested=requested,
+                input_image=picture, input_alpha=alpha, aligned_image=aligned, params=params, requested=requested,
                 engine=self._manifest_fields(), timings=timings, speed=speed, warnings=warnings,
                 view_align=None if aligned is None else {"shares_text_encoder": self.aligner.shares_text_encoder,
                                                          "share_reason": self.aligner.share_reason},
@@ -421,8 +424,9 @@ def write_video(path: Path, frames: np.ndarray, fps: int) -> None:
 
 def write_orbit_folder(generation: Generation, out_dir: str | Path, progress: Progress | None = None
                        ) -> GenerationResult:
-    """Write a generation into ``out_dir``: ``input.png``, ``aligned.png`` (when aligned), ``frames/NNNN.png``,
-    ``orbit.mp4`` (the clip, for DropletVideo) and ``manifest.json``.
+    """Write a generation into ``out_dir``: ``input.png``, ``aligned.png`` (when aligned), ``frame0_alpha.png``
+    (when the input had transparency and was not aligned), ``frames/NNNN.png``, ``orbit.mp4`` (the clip, for
+    DropletVideo) and ``manifest.json``.
 
     ``progress`` gets the "writing" stage. Artifacts are staged and moved in at the end, manifest.json last, so a
     folder with a manifest is complete.
@@ -442,6 +446,9 @@ def write_orbit_folder(generation: Generation, out_dir: str | Path, progress: Pr
         generation.input_image.save(staging / "input.png")
         if generation.aligned_image is not None:
             generation.aligned_image.save(staging / "aligned.png")
+        height, width = generation.frames.shape[1:3]
+        if generation.input_alpha is not None:  # resized as the pipeline resizes the input: frame 0's cut-out
+            generation.input_alpha.resize((width, height), Image.BICUBIC).save(staging / FRAME0_ALPHA)
         names = []
         for k, frame in enumerate(generation.frames):
             Image.fromarray(frame).save(staging / "frames" / f"{k:04d}.png")
@@ -467,8 +474,8 @@ def write_orbit_folder(generation: Generation, out_dir: str | Path, progress: Pr
             "libraries": _library_versions(),
             "timings": {**generation.timings, "writing": round(time.perf_counter() - started, 4)},
             "warnings": generation.warnings,
-            "files": ["input.png", *(["aligned.png"] if generation.aligned_image is not None else []), "orbit.mp4",
-                      *names],
+            "files": ["input.png", *(["aligned.png"] if generation.aligned_image is not None else []),
+                      *([FRAME0_ALPHA] if generation.input_alpha is not None else []), "orbit.mp4", *names],
         }
         _move_into(staging, out, manifest)
         return GenerationResult(frames=[out / n for n in names], video=out / "orbit.mp4", manifest=manifest)
@@ -487,7 +494,7 @@ def _profile_warnings(engine: DropletEngine, params: GenerationParams) -> list[s
 
 def _move_into(staging: Path, out: Path, manifest: dict) -> None:
     """Replace this job's artifacts in ``out`` with the staged ones; the manifest goes in last."""
-    for name in ("frames", "input.png", "aligned.png", "orbit.mp4", "manifest.json"):
+    for name in ("frames", "input.png", "aligned.png", FRAME0_ALPHA, "orbit.mp4", "manifest.json"):
         target = out / name
         if target.is_dir():
             shutil.rmtree(target)

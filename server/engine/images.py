@@ -43,6 +43,20 @@ def load_input_image(
     return _to_rgb(img, background)
 
 
+def input_alpha(src: ImageSource) -> Image.Image | None:
+    """The transparency of an image that :func:`load_input_image` accepted, upright, as an 8-bit ``L`` image; None
+    when it has none or is fully opaque. A cut-out render of the object (the add-on's) is frame 0's exact mask."""
+    img = ImageOps.exif_transpose(_open(src))
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("LA", "La", "PA", "RGBa") or (img.mode == "L" and "transparency" in img.info):
+        img = img.convert("RGBA")
+    if img.mode != "RGBA":
+        return None
+    alpha = img.getchannel("A")
+    return alpha if alpha.getextrema()[0] < 255 else None
+
+
 def _open(src: ImageSource) -> Image.Image:
     if isinstance(src, Image.Image):
         return src.copy()

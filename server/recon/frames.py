@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +100,23 @@ def _load_video(path: Path) -> Frames:
     if not rgb:
         raise InputError(f"video {path.name} has no frames", field="source")
     return Frames(np.stack(rgb), None, [f"{k:04d}.png" for k in range(len(rgb))], None)
+
+
+def with_frame0_alpha(frames: Frames, path: Path) -> Frames:
+    """``frames`` with frame 0's alpha read from ``path``: an exact 8-bit cut-out of the frames' size (an orbit
+    generated from a cut-out render starts from that render)."""
+    try:
+        with Image.open(path) as im:
+            alpha = np.asarray(im.convert("L"))
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise InputError(f"cannot read frame 0's cut-out {path.name}: {exc}", field="frame0_alpha") from exc
+    height, width = frames.rgb.shape[1:3]
+    if alpha.shape != (height, width):
+        raise InputError(f"frame 0's cut-out {path.name} is {alpha.shape[1]}x{alpha.shape[0]}, the frames are "
+                         f"{width}x{height}", field="frame0_alpha")
+    stacked = np.full(frames.rgb.shape[:3], 255, np.uint8) if frames.alpha is None else frames.alpha.copy()
+    stacked[0] = alpha
+    has_alpha = frames.has_alpha.copy()
+    has_alpha[0] = True
+    return replace(frames, alpha=stacked, has_alpha=has_alpha)
+

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -25,12 +25,12 @@ from PIL import Image
 
 from .. import __version__
 from ..errors import Cancelled, InputError, ReconstructionError
-from ..files import make_staging, write_json_atomic
+from ..files import FRAME0_ALPHA, make_staging, write_json_atomic
 from ..orbit import DEFAULT_ELEVATION_DEG, DEFAULT_FOV_DEG, DEFAULT_RADIUS, Cameras, Orbit, write_transforms
 from .cameras import estimate_cameras
 from .carving import carve_concavities
 from .export import textured_mesh, write_mesh
-from .frames import IMAGE_SUFFIXES, Frames, load_frames
+from .frames import IMAGE_SUFFIXES, Frames, load_frames, with_frame0_alpha
 from .hull import carve_hull, forgiving_field
 from .limits import MAX_RESOLUTION, MIN_RESOLUTION
 from .mask_repair import repair_masks
@@ -66,6 +66,7 @@ class ReconOptions:
     formats: tuple[str, ...] = ("glb",)
     matting: str = "auto"  # auto (learned when its model can run, else colour with a warning) | learned | colour
     matting_model: str = DEFAULT_MODEL
+    frame0_alpha: Path | None = None  # an exact cut-out of frame 0 (8-bit, the frames' size): its mask
 
     def __post_init__(self) -> None:
         if isinstance(self.direction, str):
@@ -226,6 +227,8 @@ def orbit_cameras(job_dir: str | Path, options: ReconOptions | None = None, *, m
     """
     job_dir = Path(job_dir)
     options = options or ReconOptions()
+    if options.frame0_alpha is None and (job_dir / FRAME0_ALPHA).is_file():  # the input was a cut-out
+        options = replace(options, frame0_alpha=job_dir / FRAME0_ALPHA)
     try:
         if mesh:
             result = reconstruct(job_dir / "frames", job_dir, options, progress, should_cancel)
@@ -256,6 +259,8 @@ def _job_warnings(warnings: list[dict]) -> list[dict]:
 
 def _frames_masks_orbit(source: Path, options: ReconOptions, run: _Run):
     frames = load_frames(source)
+    if options.frame0_alpha is not None:
+        frames = with_frame0_alpha(frames, options.frame0_alpha)
     run.done("load")
     masks, mask_info, warnings = frame_masks(frames, options.matting, options.matting_model)
     run.done("masks")
@@ -328,7 +333,8 @@ def _section(frames: Frames, orbit: Orbit, options: ReconOptions, run: _Run, ext
         "version": __version__,
         "frames": {"count": frames.count, "width": width, "height": height, "alpha": frames.alpha is not None},
         "orbit": asdict(orbit),
-        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(options).items()},
+        "options": {k: list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v
+                    for k, v in asdict(options).items()},
         **(extra or {}),
         "timings_s": {**run.timings, "total": round(time.perf_counter() - run.start, 4)},
         "libraries": _versions(),

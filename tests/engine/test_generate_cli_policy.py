@@ -51,3 +51,20 @@ def test_generate_help_names_num_frames_and_hides_the_alias(capsys):
         main(["generate", "--help"])
     text = capsys.readouterr().out
     assert "--num-frames" in text and "--frames" not in text.replace("--num-frames", "")
+
+
+def test_a_cut_out_input_leaves_frame_0_its_exact_alpha_at_the_frames_size(ckpt_3d, tmp_path):
+    rgba = np.zeros((40, 30, 4), np.uint8)  # an opaque red block in the middle of a transparent picture
+    rgba[10:30, 5:25] = (200, 50, 50, 255)
+    Image.fromarray(rgba).save(tmp_path / "cut.png")
+    Image.fromarray(np.full((40, 30, 4), 255, np.uint8)).save(tmp_path / "opaque.png")  # RGBA, nothing cut out
+    for name, expected in (("cut", True), ("opaque", False)):
+        out = tmp_path / name
+        assert main(["generate", "--ckpt", str(ckpt_3d), "--image", str(tmp_path / f"{name}.png"), "--prompt", "x",
+                     "--width", "32", "--height", "48", "--num-frames", "5", "--steps", "1", "--device", "cpu",
+                     "--out", str(out)]) == 0
+        files = json.loads((out / "manifest.json").read_text())["files"]
+        assert ("frame0_alpha.png" in files) == expected == (out / "frame0_alpha.png").is_file()
+    alpha = np.asarray(Image.open(tmp_path / "cut" / "frame0_alpha.png"))
+    assert alpha.shape == (48, 32)  # resized as the input is: stretched to the frames, no crop
+    assert alpha[24, 16] == 255 and alpha[2, 2] == 0 and alpha[45, 30] == 0

@@ -14,7 +14,7 @@ from droplet3d.files import is_staging
 from droplet3d.orbit import read_transforms
 from droplet3d.recon import ReconOptions, reconstruct
 from droplet3d.recon.metrics import surface_scores
-from PIL import Image
+from PIL import Image, ImageFilter
 
 GIVEN = ReconOptions(elevation_deg=SUZANNE_ORBIT.elevation_deg, fov_deg=SUZANNE_ORBIT.fov_deg,
                      radius=SUZANNE_ORBIT.radius, direction="ccw", closed=False, texture_size=512)
@@ -150,3 +150,33 @@ def test_nominal_transforms_use_the_given_orbit_and_defaults_for_the_rest(tmp_pa
     assert (orbit.elevation_deg, orbit.direction, orbit.fov_deg) == (15.0, -1, 40.0)
     assert (data["w"], data["h"]) == (48, 32)
     assert data["frames"][4]["file_path"] == "frames/0004.png"
+
+
+def test_an_orbit_jobs_frame0_alpha_is_frame_0s_mask(tmp_path, suzanne):
+    # An orbit folder as a generation from a cut-out writes it: frames/ and frame0_alpha.png. The cut-out is the
+    # colour mask grown by 3 px, so that its use shows.
+    from droplet3d.recon import orbit_cameras
+    from droplet3d.recon.frames import load_frames
+    from droplet3d.recon.masks import compute_masks
+
+    job = tmp_path / "job"
+    shutil.copytree(suzanne / "frames", job / "frames")
+    colour = compute_masks(load_frames(job / "frames").rgb[:1])[0]
+    grown = np.asarray(Image.fromarray(colour.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(7)))
+    Image.fromarray(grown).save(job / "frame0_alpha.png")
+    (job / "manifest.json").write_text(json.dumps({"kind": "droplet3d"}))
+    options = ReconOptions(elevation_deg=SUZANNE_ORBIT.elevation_deg, fov_deg=SUZANNE_ORBIT.fov_deg,
+                           radius=SUZANNE_ORBIT.radius, direction=1, closed=False, per_frame=False,
+                           matting="colour", texture_size=256)
+    _, warnings = orbit_cameras(job, options, mesh=True)
+    assert [w["code"] for w in warnings] == []
+    manifest = json.loads((job / "manifest.json").read_text())
+    assert manifest["reconstruction"]["masks"]["exact_alpha_frames"] == 1
+    mask0 = np.asarray(Image.open(job / "masks" / "0000.png")) > 127
+    assert (mask0 == (grown > 127)).all() and mask0.sum() > colour.sum()
+    mask1 = np.asarray(Image.open(job / "masks" / "0001.png")) > 127
+    assert (mask1 == compute_masks(load_frames(job / "frames").rgb[1:2])[0]).all()  # the others: colour
+
+    Image.fromarray(grown[:-1]).save(job / "frame0_alpha.png")  # a cut-out of the wrong size: the mesh is lost,
+    _, warnings = orbit_cameras(job, options, mesh=True)  # never the generation, and the warning says why
+    assert [w["code"] for w in warnings] == ["reconstruction_failed"] and "frame0_alpha.png" in warnings[0]["message"]

@@ -13,8 +13,8 @@ import zipfile
 from pathlib import Path
 
 ARTIFACT_RE = re.compile(
-    r"\A(?:orbit\.mp4|input\.png|aligned\.png|mesh\.glb|transforms\.json|manifest\.json|frames\.zip"
-    r"|(?:frames|masks)/[0-9]{4,5}\.(?:png|jpg|webp))\Z"
+    r"\A(?:orbit\.mp4|input\.png|aligned\.png|frame0_alpha\.png|mesh\.glb|transforms\.json|manifest\.json"
+    r"|frames\.zip|(?:frames|masks)/[0-9]{4,5}\.(?:png|jpg|webp))\Z"
 )
 CONTENT_TYPES = {
     ".png": "image/png",

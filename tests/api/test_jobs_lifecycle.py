@@ -8,7 +8,8 @@ import json
 import time
 import zipfile
 
-from api_helpers import FAST, disc_frames, mp4_bytes, sse_statuses, submit, wait_for, zip_bytes
+import numpy as np
+from api_helpers import FAST, disc_frames, mp4_bytes, png_bytes, sse_statuses, submit, wait_for, zip_bytes
 from PIL import Image
 
 SMALL_MESH = {"resolution": 32, "face_budget": 500, "texture_size": 256}
@@ -83,6 +84,18 @@ def test_video_job_uses_the_dropletvideo_checkpoint_with_fps(model_server):
     manifest = json.loads(files["manifest.json"])
     assert manifest["kind"] == "dropletvideo" and manifest["params"]["fps"] == 8
     assert "orbit.mp4" in files and "transforms.json" not in files
+
+
+def test_an_orbit_job_from_a_cut_out_offers_frame_0s_exact_alpha(model_server):
+    with model_server.client() as client:
+        cut_out = png_bytes((48, 40), (200, 60, 40, 90), mode="RGBA")  # translucent everywhere: it cuts something
+        job_id = submit(client, {"prompt": "a cut-out", **FAST}, image=cut_out).json()["id"]
+        status = wait_for(client, job_id)
+        assert status["status"] == "succeeded", status
+        files = check_artifacts(client, status)
+    alpha = np.asarray(Image.open(io.BytesIO(files["frame0_alpha.png"])))
+    assert alpha.shape == (FAST["height"], FAST["width"]) and abs(int(alpha.mean()) - 90) <= 1
+    assert "frame0_alpha.png" in json.loads(files["manifest.json"])["files"]
 
 
 def test_orbit_job_whose_mesh_fails_succeeds_with_its_frames_and_a_warning(model_server):

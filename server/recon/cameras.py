@@ -555,9 +555,9 @@ def _apply_priors(confidence: dict) -> list[dict]:
         if entry["std"] >= UNMEASURED_STD_DEG:
             entry.update(value=value, source="prior")
             warnings.append({"code": "camera_prior", "field": name,
-                             "message": f"{label} could not be measured from these frames (an untextured body "
-                                        f"of revolution looks the same from every side): using the prior "
-                                        f"{value:g}° ({why})"})
+                             "message": f"{label} could not be measured from these frames (neither the outlines "
+                                        f"nor tracked texture fix it, as for an untextured body of revolution): "
+                                        f"using the prior {value:g}° ({why})"})
         elif entry["std"] > UNCERTAIN_STD_DEG:
             warnings.append({"code": "camera_uncertain", "field": name,
                              "message": f"{label} is only loosely fixed by these frames: "

@@ -76,8 +76,10 @@ def submit(
     elif object is not None:
         objs = object if isinstance(object, (list, tuple)) else [object]
         path = Path(tempfile.mkdtemp(prefix="droplet-input-")) / "input.png"
-        capture.render_alone(scene, objs, path, size, (1.0, 1.0, 1.0), front=front)
+        capture.render_alone(scene, objs, path, size, front=front)
         inputs, found = {"image": path}, capture.selection_source(objs)
+        if job_params.background is None:  # the cut-out on white, as the panel's default
+            job_params.background = "#ffffff"
     elif camera:
         if scene.camera is None:
             raise capture.CaptureError("The scene has no active camera to render from.")

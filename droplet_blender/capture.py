@@ -81,7 +81,7 @@ def capture(context: bpy.types.Context, settings, out_dir: Path) -> tuple[Path, 
         return out, selection_source(selected)
     if not any(o.type not in ("CAMERA", "LIGHT") for o in selected):
         raise CaptureError("Select the object(s) to send.")
-    render_alone(context.scene, selected, out, size, tuple(settings.background), front=settings.view == "FRONT")
+    render_alone(context.scene, selected, out, size, front=settings.view == "FRONT")
     return out, selection_source(selected)
 
 
@@ -163,8 +163,9 @@ def _isolated(scene, keep):
             o.hide_render = False
 
 
-def render_alone(scene, objects, out: Path, size, background, *, front: bool) -> None:
-    """Render ``objects`` with nothing else, composited over a flat ``background`` colour (display space)."""
+def render_alone(scene, objects, out: Path, size, *, front: bool) -> None:
+    """Render ``objects`` with nothing else, as a cut-out (RGBA). The job sends the panel's background colour with
+    it: the server composites the cut-out on it and keeps its alpha as frame 0's exact mask."""
     cam = None
     saved_camera = scene.camera
     try:
@@ -180,27 +181,6 @@ def render_alone(scene, objects, out: Path, size, background, *, front: bool) ->
             data = cam.data
             bpy.data.objects.remove(cam)
             bpy.data.cameras.remove(data)
-    _flatten(out, background)
-
-
-def _flatten(path: Path, background) -> None:
-    """Composite the RGBA render over the background colour, in place (alpha-over on display values)."""
-    import numpy as np
-
-    image = bpy.data.images.load(str(path), check_existing=False)
-    try:
-        width, height = image.size
-        pixels = np.empty(width * height * 4, dtype=np.float32)
-        image.pixels.foreach_get(pixels)
-        rgba = pixels.reshape(-1, 4)
-        alpha = rgba[:, 3:4]
-        rgba[:, :3] = rgba[:, :3] * alpha + np.asarray(background, dtype=np.float32) * (1.0 - alpha)
-        rgba[:, 3] = 1.0
-        image.pixels.foreach_set(pixels)
-        image.filepath_raw, image.file_format = str(path), "PNG"
-        image.save()
-    finally:
-        bpy.data.images.remove(image)
 
 
 def show_preview(path: Path) -> bpy.types.Image:

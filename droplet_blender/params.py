@@ -6,6 +6,7 @@ the server checks again and its 4xx text reaches the panel unchanged.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 MODES = ("orbit", "video", "reconstruct")
@@ -14,7 +15,7 @@ MIN_FRAMES = 8
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 512
 PROFILES = ("faithful", "fast")
 GENERATION_FIELDS = ("prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "num_frames",
-                     "profile")
+                     "profile", "background")
 
 
 class ParamError(ValueError):
@@ -40,6 +41,8 @@ class JobParams:
     orbit: dict | None = None  # hints for the reconstruction (elevation, fov, radius, direction, ...); else estimated
     mesh: dict | None = None  # mesh options (resolution, face_budget); None → the server's defaults
     profile: str | None = None  # "faithful" (the published inference) or "fast"; None → the server's default
+    background: str | None = None  # "#rrggbb" the server composites a cut-out on (None: black); the cut-out's
+    # alpha then gives frame 0 its exact mask
     owner: str = ""  # who submits (user@host, filled in at submit): the server's job list filters by it
 
     def validate(self) -> None:
@@ -63,6 +66,8 @@ class JobParams:
         if resolution is not None and not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
             raise ParamError(f"mesh resolution must lie in [{MIN_RESOLUTION}, {MAX_RESOLUTION}], got {resolution}",
                              "mesh.resolution")
+        if self.background is not None and not re.fullmatch(r"#[0-9a-fA-F]{6}", self.background):
+            raise ParamError(f"background must be a colour #rrggbb, got {self.background!r}", "background")
         if self.fps is not None and self.mode != "video":
             raise ParamError("FPS control applies to video mode only", "fps")
 
@@ -82,6 +87,11 @@ class JobParams:
         elif not self.reconstruct:
             data.pop("mesh", None)  # mesh options need reconstruct: true
         return data
+
+
+def hex_colour(rgb) -> str:
+    """``#rrggbb`` of a colour given as three 0–1 display values."""
+    return "#" + "".join(f"{round(min(max(c, 0.0), 1.0) * 255):02x}" for c in rgb)
 
 
 def word_count(text: str) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bpy
 
-from .params import MAX_RESOLUTION, JobParams, orbit_sentence
+from .params import MAX_RESOLUTION, JobParams, hex_colour, orbit_sentence
 
 SOURCES = [
     ("CAMERA", "Camera Render", "Render the scene from the active camera", "SCENE", 0),
@@ -92,7 +92,10 @@ class DropletSettings(bpy.types.PropertyGroup):
             reconstruct=self.reconstruct if self.mode == "orbit" else False,
             orbit={"elevation": self.hint_elevation, "fov": self.hint_fov} if self.use_hints else None,
             mesh={k: v for k, v in (("resolution", self.mesh_resolution), ("face_budget", self.face_budget)) if v}
-            or None)
+            or None,
+            # Selected objects are sent as a cut-out: the server composites it on this colour and keeps its alpha
+            background=hex_colour(self.background) if self.source == "OBJECTS" and self.mode != "reconstruct"
+            else None)
 
 
 class DropletJobItem(bpy.types.PropertyGroup):

@@ -19,7 +19,7 @@ from .engines import EXPECTED_KIND, EngineRegistry
 
 Progress = Callable[[str, int, int, float], None]
 GENERATION_KEYS = ("prompt", "negative_prompt", "width", "height", "num_frames", "steps", "guidance_scale", "fps",
-                   "view_align", "profile")
+                   "view_align", "background", "profile")
 
 
 def generation_params(params: dict[str, Any]):

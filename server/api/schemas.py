@@ -21,7 +21,7 @@ _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 Size = Annotated[int, Field(ge=16, le=2048, multiple_of=16, description="pixels; a multiple of 16")]
 # Fields only generation uses, and only orbit mode uses.
 GENERATION_FIELDS = ("prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "num_frames",
-                     "profile")
+                     "profile", "background")
 ORBIT_ONLY_FIELDS = ("view_align", "reconstruct")
 
 
@@ -68,6 +68,9 @@ class JobParams(BaseModel):
     num_frames: int | None = Field(None, ge=1, le=257)
     fps: int | None = Field(None, ge=1, le=120, description="video mode only")
     view_align: bool = Field(False, description="orbit mode only: align the input to the canonical view first")
+    background: str | None = Field(None, pattern=r"^#[0-9a-fA-F]{6}$",
+                                   description="#rrggbb the input's transparent pixels are composited on (null: "
+                                   "black); a cut-out input also gives frame 0 its exact mask")
     reconstruct: bool = Field(False, description="orbit mode only: reconstruct a textured mesh")
     mesh: MeshOptions | None = None
     orbit: OrbitHints | None = None

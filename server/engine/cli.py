@@ -47,6 +47,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     gen.add_argument("--prompt", required=True, help="dense description of the views, front → back")
     gen.add_argument("--negative-prompt", default=None)
     gen.add_argument("--view-align", action="store_true", help="snap the input to the nearest canonical view first")
+    gen.add_argument("--background", default=None, metavar="#RRGGBB",
+                     help="colour the input's transparent pixels are composited on (default black)")
     gen.add_argument("--width", type=int, default=None)
     gen.add_argument("--height", type=int, default=None)
     gen.add_argument("--num-frames", type=int, default=None, help="frame count, rounded down to 4k+1")
@@ -149,7 +151,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         num_frames=args.num_frames if args.num_frames is not None else args.frames_count, steps=args.steps,
         guidance_scale=args.guidance,
         seed=None if args.seed == -1 else args.seed, fps=args.fps, view_align=args.view_align,
-        profile=args.profile, solver=args.solver, cache_threshold=args.cache_threshold,
+        background=args.background, profile=args.profile, solver=args.solver, cache_threshold=args.cache_threshold,
         cfg_truncation=args.cfg_truncation,
     )
     resolve_step_switches(params.profile, params.steps, params.solver, params.cache_threshold,

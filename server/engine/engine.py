@@ -6,6 +6,7 @@ import dataclasses
 import gc
 import logging
 import math
+import re
 import secrets
 import shutil
 import threading
@@ -32,7 +33,7 @@ from .device import (
     pick_device,
     pick_dtype,
 )
-from .images import ImageSource, input_alpha, load_input_image
+from .images import BACKGROUND_RGB, ImageSource, input_alpha, load_input_image
 from .pipeline import DropletInpaintPipeline, round_frames
 from .speed import (
     PROFILES,
@@ -76,6 +77,9 @@ class GenerationParams:
     seed: int | None = 42
     fps: int | None = None
     view_align: bool = False
+    # "#rrggbb": what the input's transparent pixels are composited on (None: black, as the published example's
+    # background). A cut-out sent with its background keeps its alpha for frame 0's mask.
+    background: str | None = None
     # Speed (server/engine/speed.py): a profile, and step switches that override it (None: the profile's).
     profile: str | None = None
     solver: str | None = None
@@ -122,11 +126,19 @@ class GenerationParams:
             raise InputError("view_align must be true or false", field="view_align")
         if self.view_align and kind != "droplet3d":
             raise InputError("view alignment exists only for Droplet3D", field="view_align")
+        if self.background is not None and not (isinstance(self.background, str)
+                                                and re.fullmatch(r"#[0-9a-fA-F]{6}", self.background)):
+            raise InputError(f"background must be a colour #rrggbb, got {self.background!r}", field="background")
         return dataclasses.replace(
             self, width=resolved["width"], height=resolved["height"], num_frames=round_frames(frames),
             guidance_scale=float(g), fps=fps, seed=secrets.randbelow(2**31) if self.seed is None else self.seed,
             **switches,
         )
+
+    def background_rgb(self) -> tuple[int, int, int]:
+        if self.background is None:
+            return BACKGROUND_RGB
+        return tuple(int(self.background[i:i + 2], 16) for i in (1, 3, 5))
 
     def step_switches(self) -> dict:
         """The resolved speed switches of one job (after ``validate``)."""
@@ -278,7 +290,7 @@ class DropletEngine:
             raise DropletError("the engine is closed")
         requested = params
         params = self.check(params)
-        picture = load_input_image(image)
+        picture = load_input_image(image, background=params.background_rgb())
         alpha = None if params.view_align else input_alpha(image)
         if not self._busy.acquire(blocking=False):
             raise DropletError("the engine is busy with another generation", code="busy")

@@ -89,13 +89,16 @@ def test_video_job_uses_the_dropletvideo_checkpoint_with_fps(model_server):
 def test_an_orbit_job_from_a_cut_out_offers_frame_0s_exact_alpha(model_server):
     with model_server.client() as client:
         cut_out = png_bytes((48, 40), (200, 60, 40, 90), mode="RGBA")  # translucent everywhere: it cuts something
-        job_id = submit(client, {"prompt": "a cut-out", **FAST}, image=cut_out).json()["id"]
+        job_id = submit(client, {"prompt": "a cut-out", **FAST, "background": "#ffffff"}, image=cut_out).json()["id"]
         status = wait_for(client, job_id)
         assert status["status"] == "succeeded", status
         files = check_artifacts(client, status)
     alpha = np.asarray(Image.open(io.BytesIO(files["frame0_alpha.png"])))
     assert alpha.shape == (FAST["height"], FAST["width"]) and abs(int(alpha.mean()) - 90) <= 1
-    assert "frame0_alpha.png" in json.loads(files["manifest.json"])["files"]
+    manifest = json.loads(files["manifest.json"])
+    assert "frame0_alpha.png" in manifest["files"] and manifest["params"]["background"] == "#ffffff"
+    composite = np.asarray(Image.open(io.BytesIO(files["input.png"])))[0, 0]  # 90/255 of the colour on white
+    assert abs(composite - (np.array([200, 60, 40]) * 90 + 255 * 165) / 255).max() <= 2
 
 
 def test_orbit_job_whose_mesh_fails_succeeds_with_its_frames_and_a_warning(model_server):

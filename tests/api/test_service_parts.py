@@ -37,6 +37,8 @@ def parse(**params):
     {"prompt": "x", "mode": "sculpt"},
     {"prompt": "x", "orbit": {"elevation": 95}},
     {"prompt": "x", "mesh": {"faces": 10}},
+    {"prompt": "x", "background": "white"},  # not #rrggbb
+    {"prompt": "x", "background": "#fff"},
 ])
 def test_job_params_reject_bad_values(params):
     with pytest.raises(ValidationError):
@@ -54,6 +56,7 @@ def test_job_params_refuse_nan():
     ({"mode": "video", "prompt": "x", "reconstruct": True}, "reconstruct"),
     ({"mode": "reconstruct", "prompt": "x"}, "prompt"),
     ({"mode": "reconstruct", "seed": 0}, "seed"),
+    ({"mode": "reconstruct", "background": "#000000"}, "background"),
     ({"mode": "orbit", "prompt": "x", "mesh": {"face_budget": 5000}}, "mesh"),
 ])
 def test_job_params_name_the_field_that_does_not_fit_the_mode(params, field):

@@ -129,9 +129,12 @@ def test_selected_objects_render_alone_from_an_auto_framed_front_camera(scene, t
     assert tuple(image.size) == (64, 64)
     assert source["centre"] == pytest.approx([2.0, 1.0, 0.5]) and source["size"] == pytest.approx(1.0)
     pixels = list(image.pixels)
-    corner, centre = pixels[0:3], pixels[(32 * 64 + 32) * 4:(32 * 64 + 32) * 4 + 3]
-    assert corner == pytest.approx([1.0, 1.0, 1.0], abs=0.02)  # the plain white background
-    assert max(abs(a - b) for a, b in zip(corner, centre, strict=True)) > 0.05  # the cube, framed in the middle
+    corner, centre = pixels[0:4], pixels[(32 * 64 + 32) * 4:(32 * 64 + 32) * 4 + 4]
+    assert corner[3] == 0.0 and centre[3] == 1.0  # a cut-out: the cube, framed in the middle, on nothing
+    # ... sent with the panel's background colour, which the server composites it on
+    assert scene.droplet.job_params().to_json()["background"] == "#ffffff"
+    scene.droplet.source = "CAMERA"
+    assert "background" not in scene.droplet.job_params().to_json()
     # the scene is as it was: camera, world, visibility, no capture camera left behind
     assert scene.camera.name == "Camera" and not other.hide_render and "Droplet Capture" not in bpy.data.objects
 

@@ -19,6 +19,8 @@ CASES = [
     JobParams(prompt="a teapot", profile="fast", steps=None),
     JobParams(mode="video", prompt="a boat", profile="faithful"),
     JobParams(mode="reconstruct", profile="fast"),
+    JobParams(prompt="a teapot", background="#ffffff"),
+    JobParams(mode="reconstruct", background="#ffffff"),
 ]
 
 
@@ -31,6 +33,7 @@ def test_params_for_every_mode_pass_the_servers_strict_schema():
     assert out.stdout.strip() == "ok", out.stderr[-2000:]
     assert "prompt" not in bodies[4] and "reconstruct" not in bodies[3] and "mesh" not in bodies[1]
     assert bodies[5]["profile"] == "fast" and "steps" not in bodies[5] and "profile" not in bodies[7]
+    assert bodies[8]["background"] == "#ffffff" and "background" not in bodies[9]
 
 
 def test_the_addons_limits_are_the_servers():
@@ -55,6 +58,7 @@ def test_the_addons_limits_are_the_servers():
         (JobParams(mode="sculpt", prompt="x"), "mode"),
         (JobParams(prompt="x", mesh={"resolution": 1024}), "mesh.resolution"),
         (JobParams(prompt="x", profile="turbo"), "profile"),
+        (JobParams(prompt="x", background="white"), "background"),
     ],
 )
 def test_bad_params_name_their_field_before_anything_is_sent(params, field):

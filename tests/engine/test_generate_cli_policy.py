@@ -68,3 +68,20 @@ def test_a_cut_out_input_leaves_frame_0_its_exact_alpha_at_the_frames_size(ckpt_
     alpha = np.asarray(Image.open(tmp_path / "cut" / "frame0_alpha.png"))
     assert alpha.shape == (48, 32)  # resized as the input is: stretched to the frames, no crop
     assert alpha[24, 16] == 255 and alpha[2, 2] == 0 and alpha[45, 30] == 0
+
+
+def test_background_is_what_a_cut_outs_transparent_pixels_become_and_must_be_a_colour(ckpt_3d, tmp_path, capsys):
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[8:24, 8:24] = (200, 50, 50, 255)
+    Image.fromarray(rgba).save(tmp_path / "cut.png")
+    common = ["generate", "--ckpt", str(ckpt_3d), "--image", str(tmp_path / "cut.png"), "--prompt", "x", "--width",
+              "32", "--height", "32", "--num-frames", "5", "--steps", "1", "--device", "cpu"]
+    for background, expected in ((None, (0, 0, 0)), ("#ffffff", (255, 255, 255)), ("#2080ff", (32, 128, 255))):
+        out = tmp_path / f"job-{background}"
+        assert main([*common, *(["--background", background] if background else []), "--out", str(out)]) == 0
+        picture = np.asarray(Image.open(out / "input.png"))
+        assert tuple(picture[1, 1]) == expected and tuple(picture[16, 16]) == (200, 50, 50)
+        assert json.loads((out / "manifest.json").read_text())["params"]["background"] == background
+        assert (out / "frame0_alpha.png").is_file()  # the cut-out's alpha whatever it is composited on
+    assert main([*common, "--background", "white", "--out", str(tmp_path / "bad")]) == 2
+    assert "background must be a colour #rrggbb" in capsys.readouterr().err

@@ -33,7 +33,7 @@ from .device import (
     pick_device,
     pick_dtype,
 )
-from .images import BACKGROUND_RGB, ImageSource, input_alpha, load_input_image
+from .images import BACKGROUND_RGB, ImageSource, load_input
 from .pipeline import DropletInpaintPipeline, round_frames
 from .speed import (
     PROFILES,
@@ -290,8 +290,9 @@ class DropletEngine:
             raise DropletError("the engine is closed")
         requested = params
         params = self.check(params)
-        picture = load_input_image(image, background=params.background_rgb())
-        alpha = None if params.view_align else input_alpha(image)
+        picture, alpha = load_input(image, background=params.background_rgb())
+        if params.view_align:  # frame 0 then follows the aligned picture, not the cut-out
+            alpha = None
         if not self._busy.acquire(blocking=False):
             raise DropletError("the engine is busy with another generation", code="busy")
         stage_start: dict[str, float] = {}
@@ -458,8 +459,8 @@ def write_orbit_folder(generation: Generation, out_dir: str | Path, progress: Pr
         generation.input_image.save(staging / "input.png")
         if generation.aligned_image is not None:
             generation.aligned_image.save(staging / "aligned.png")
-        height, width = generation.frames.shape[1:3]
         if generation.input_alpha is not None:  # resized as the pipeline resizes the input: frame 0's cut-out
+            height, width = generation.frames.shape[1:3]
             generation.input_alpha.resize((width, height), Image.BICUBIC).save(staging / FRAME0_ALPHA)
         names = []
         for k, frame in enumerate(generation.frames):

@@ -28,6 +28,14 @@ def load_input_image(
     16-bit, float, grayscale, palette and CMYK images are converted. Raises :class:`InputError` (field
     ``image``) for a missing, non-image, truncated or oversized file.
     """
+    return load_input(src, max_pixels, background)[0]
+
+
+def load_input(
+    src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, background: tuple[int, int, int] = BACKGROUND_RGB
+) -> tuple[Image.Image, Image.Image | None]:
+    """:func:`load_input_image`'s picture, and the source's transparency as an upright 8-bit ``L`` image (None when
+    it has none or is fully opaque): a cut-out render of the object (the add-on's) is frame 0's exact mask."""
     img = _open(src)
     width, height = img.size
     if width < 1 or height < 1:
@@ -40,21 +48,12 @@ def load_input_image(
         img = ImageOps.exif_transpose(img)
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"image file is truncated or corrupt: {exc}", field="image") from None
-    return _to_rgb(img, background)
-
-
-def input_alpha(src: ImageSource) -> Image.Image | None:
-    """The transparency of an image that :func:`load_input_image` accepted, upright, as an 8-bit ``L`` image; None
-    when it has none or is fully opaque. A cut-out render of the object (the add-on's) is frame 0's exact mask."""
-    img = ImageOps.exif_transpose(_open(src))
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("LA", "La", "PA", "RGBa") or (img.mode == "L" and "transparency" in img.info):
-        img = img.convert("RGBA")
+    img = _rgb_or_rgba(img)
     if img.mode != "RGBA":
-        return None
+        return img, None
     alpha = img.getchannel("A")
-    return alpha if alpha.getextrema()[0] < 255 else None
+    base = Image.new("RGBA", img.size, (*background, 255))
+    return Image.alpha_composite(base, img).convert("RGB"), alpha if alpha.getextrema()[0] < 255 else None
 
 
 def _open(src: ImageSource) -> Image.Image:
@@ -79,7 +78,8 @@ def _open(src: ImageSource) -> Image.Image:
         raise InputError(f"{name} cannot be read as an image: {exc}", field="image") from None
 
 
-def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+def _rgb_or_rgba(img: Image.Image) -> Image.Image:
+    """8-bit RGBA when the image carries transparency, else 8-bit RGB."""
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         arr = np.asarray(img, dtype=np.float64)
         # Integer modes hold 16-bit samples; float images are taken as 0..1.
@@ -89,7 +89,4 @@ def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in ("LA", "La", "PA", "RGBa") or (img.mode == "L" and "transparency" in img.info):
         img = img.convert("RGBA")
-    if img.mode == "RGBA":
-        base = Image.new("RGBA", img.size, (*background, 255))
-        return Image.alpha_composite(base, img).convert("RGB")
-    return img.convert("RGB")
+    return img if img.mode == "RGBA" else img.convert("RGB")

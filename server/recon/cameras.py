@@ -445,8 +445,7 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
             if min(uncertainty.values()) < UNDETERMINED_DEG:
                 # The steps trade off against the fov (and the elevation) on short tracks: fit again around the
                 # silhouettes' values.
-                again = replace(orbit, elevation_deg=float(np.clip(theta, -89, 89)),
-                                fov_deg=float(np.clip(phi, 3, 120)))
+                again = _orbit_at(orbit, theta, phi)
                 fit = adjust_cameras(tracks, again, w, h, _prior_std(elevation, uncertainty["elevation_deg"]),
                                      1e-3) or fit
         cameras_at = _family(fit)
@@ -473,8 +472,7 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
         confidence["azimuth_deg"] = {"std": fit.azimuth_std_deg.round(3).tolist(), "source": "tracks",
                                      "frames_without_tracks": int((~fit.pinned).sum())}
     warnings = _apply_priors(confidence)
-    theta, phi = confidence["elevation_deg"]["value"], confidence["fov_deg"]["value"]
-    orbit = replace(orbit, elevation_deg=float(np.clip(theta, -89, 89)), fov_deg=float(np.clip(phi, 3, 120)))
+    orbit = _confident_orbit(orbit, confidence)
     cameras = orbit.cameras()
     if cameras_at is not None:
         # The silhouettes referee: per-frame poses that fit them clearly worse than the uniform orbit does (a
@@ -495,11 +493,20 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
             # The polished values face the same test as the first ones: what they leave unmeasured is the prior's,
             # in the orbit as in the manifest.
             warnings = _apply_priors(confidence)
-            orbit = replace(cal.orbit, elevation_deg=float(np.clip(confidence["elevation_deg"]["value"], -89, 89)),
-                            fov_deg=float(np.clip(confidence["fov_deg"]["value"], 3, 120)))
+            orbit = _confident_orbit(cal.orbit, confidence)
             cameras = orbit.cameras()
     warnings += _azimuth_warnings(confidence["azimuth_deg"])
     return CameraEstimate(orbit, cameras, _rounded(confidence), warnings, report)
+
+
+def _orbit_at(orbit: Orbit, elevation_deg: float, fov_deg: float) -> Orbit:
+    """``orbit`` with this shared elevation and fov, kept within the calibration's bounds."""
+    return replace(orbit, elevation_deg=float(np.clip(elevation_deg, -89, 89)), fov_deg=float(np.clip(fov_deg, 3, 120)))
+
+
+def _confident_orbit(orbit: Orbit, confidence: dict) -> Orbit:
+    """``orbit`` with the elevation and fov that ``confidence`` settled on (measured, given or prior)."""
+    return _orbit_at(orbit, confidence["elevation_deg"]["value"], confidence["fov_deg"]["value"])
 
 
 def _one_turn(fit: FrameCameras, orbit: Orbit) -> bool:

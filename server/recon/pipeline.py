@@ -136,11 +136,11 @@ def reconstruct(source: str | Path, out_dir: str | Path, options: ReconOptions |
 
     turn = slice(0, orbit.period)  # a closing frame repeats frame 0: one turn is enough
     estimated = options.calibrate or bool(calibration["estimated"])
+    turn_cameras = cameras.subset(np.arange(orbit.period))
     if options.repair:
         masks = masks.copy()
-        masks[turn], mask_info["repaired_holes"] = repair_masks(
-            masks[turn], cameras.subset(np.arange(orbit.period)), estimated)
-    field_ = forgiving_field(masks[turn], cameras.subset(np.arange(orbit.period)), estimated)
+        masks[turn], mask_info["repaired_holes"] = repair_masks(masks[turn], turn_cameras, estimated)
+    field_ = forgiving_field(masks[turn], turn_cameras, estimated)
     volume = carve_hull(field_, options.resolution)
     run.done("hull")
     carved = 0

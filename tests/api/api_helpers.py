@@ -126,13 +126,13 @@ def submit(client: httpx.Client, params: dict, files: list | None = None, image:
 
 
 def wait_for(client: httpx.Client, job_id: str, statuses=("succeeded", "failed", "cancelled"), timeout=120.0,
-             predicate=None) -> dict:
+             predicate=None, interval=0.05) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = client.get(f"/v1/jobs/{job_id}").json()
         if status["status"] in statuses and (predicate is None or predicate(status)):
             return status
-        time.sleep(0.05)
+        time.sleep(interval)
     raise AssertionError(f"job {job_id} never reached {statuses}: {status}")
 
 

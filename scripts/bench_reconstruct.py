@@ -12,7 +12,10 @@ Two suites of orbits per object:
 Objects are split as in ``render_orbit``: TUNE objects (the reconstruction's thresholds were chosen on them) and
 HELD_OUT objects (never tuned on); the means are printed for each group and the targets are read on the held-out
 one. Every reconstruction runs in its own process so that its peak RAM is its own. Printed per run: Chamfer
-distance and F-score at 1/2/5 % of the true mesh's largest extent (50k samples each), per-frame azimuth error
+distance and F-score at 1/2/5 % of the true mesh's largest extent (50k samples each), F@0.02 "placed" (the mesh
+scaled about the orbit centre to the true one's largest extent, as the add-on places it at the source object's size:
+a generated orbit carries no absolute scale, so a field-of-view error that only scales the mesh does not reach the
+artist), per-frame azimuth error
 (mean and max, degrees, against the true per-frame poses), elevation and fov error, wall time, peak RAM;
 ``--psnr`` adds the PSNR of the textured mesh rendered unlit at held-out azimuths.
 
@@ -52,6 +55,7 @@ SCENES = {
     "vase": dict(elevation_deg=15.0, fov_deg=40.0, direction=1, closed=False, alpha=False),
     "vase_textured": dict(elevation_deg=25.0, fov_deg=35.0, direction=-1, closed=False, alpha=False),
     "frame": dict(elevation_deg=30.0, fov_deg=40.0, direction=1, closed=False, alpha=False),
+    "snowy": dict(elevation_deg=25.0, fov_deg=40.0, direction=-1, closed=False, alpha=False),
 }
 TUNE = [name for name in TUNE_OBJECTS if name in SCENES]
 HELD_OUT = [name for name in HELD_OUT_OBJECTS if name in SCENES]
@@ -140,8 +144,12 @@ def _run(suite: str, name: str, mode: str, frames: Path, orbit: Orbit, truth: Ca
     mesh.apply_transform(np.linalg.inv(BLENDER_TO_GLTF))  # back to Blender's world
     estimated = Cameras(np.array([f["transform_matrix"] for f in transforms["frames"]]), manifest["orbit"]["fov_deg"])
     azimuth_error = np.abs((estimated.spherical()[0] - truth.spherical()[0] + 180.0) % 360.0 - 180.0)
+    true_mesh = trimesh.load(frames / "truth.ply", force="mesh")
+    # As the add-on places it: scaled about the orbit centre to the source object's size (its largest extent).
+    placed = mesh.copy().apply_scale(float(true_mesh.extents.max() / mesh.extents.max()))
     row.update({
-        **surface_scores(mesh, trimesh.load(frames / "truth.ply", force="mesh")),
+        **surface_scores(mesh, true_mesh),
+        "placed_f@0.02": surface_scores(placed, true_mesh, thresholds=(0.02,))["f@0.02"],
         "azimuth_err_mean": float(azimuth_error.mean()), "azimuth_err_max": float(azimuth_error.max()),
         "elevation_err": abs(estimated.elevation_deg - truth.elevation_deg),
         "fov_err": abs(manifest["orbit"]["fov_deg"] - truth.fov_deg),
@@ -178,9 +186,10 @@ def _psnr(name: str, glb: Path, orbit: Orbit, args) -> float:
 def _format_row(r: dict) -> str:
     head = f"| {r['suite']} | {r['object']} ({r['group']}) | {r['mode']} |"
     if "error" in r:
-        return f"{head} failed: {r['error']} |" + " |" * 8
+        return f"{head} failed: {r['error']} |" + " |" * 9
     psnr_cell = f" {r['psnr']:.1f} |" if "psnr" in r else ""
     return (f"{head} {r['chamfer']:.4f} | {r['f@0.01']:.3f} | {r['f@0.02']:.3f} | {r['f@0.05']:.3f} | "
+            f"{r['placed_f@0.02']:.3f} | "
             f"{r['azimuth_err_mean']:.2f} / {r['azimuth_err_max']:.2f} | {r['elevation_err']:.2f} / "
             f"{r['fov_err']:.2f} | {'ok' if r['direction_ok'] else 'WRONG'} | {r['recon_s']:.1f} "
             f"({r['calibration_s']:.1f}) | {r['peak_rss_mb']:.0f} | {', '.join(r['warnings']) or '—'} |{psnr_cell}")
@@ -198,9 +207,11 @@ def _means(rows: list[dict]) -> list[str]:
         def mean(key: str, rows_=ok) -> float:
             return float(np.mean([r[key] for r in rows_])) if rows_ else float("nan")
 
-        f = {t: float(np.mean([r.get(t, 0.0) for r in chosen])) for t in ("f@0.01", "f@0.02", "f@0.05")}
+        f = {t: float(np.mean([r.get(t, 0.0) for r in chosen]))
+             for t in ("f@0.01", "f@0.02", "f@0.05", "placed_f@0.02")}
         out.append(f"| **{suite}** | **mean {group}** ({len(chosen)}{f', {failed} failed' if failed else ''}) | "
                    f"{mode} | {mean('chamfer'):.4f} | {f['f@0.01']:.3f} | {f['f@0.02']:.3f} | {f['f@0.05']:.3f} | "
+                   f"{f['placed_f@0.02']:.3f} | "
                    f"{mean('azimuth_err_mean'):.2f} / {max([r['azimuth_err_max'] for r in ok], default=0):.2f} | "
                    f"{mean('elevation_err'):.2f} / {mean('fov_err'):.2f} | — | {mean('recon_s'):.1f} | "
                    f"{max([r['peak_rss_mb'] for r in ok], default=0):.0f} | |")
@@ -208,9 +219,10 @@ def _means(rows: list[dict]) -> list[str]:
 
 
 def _table(rows: list[dict], args) -> str:
-    head = ("| suite | object | orbit | Chamfer | F@0.01 | F@0.02 | F@0.05 | azimuth err mean / max (°) | "
+    head = ("| suite | object | orbit | Chamfer | F@0.01 | F@0.02 | F@0.05 | F@0.02 placed | "
+            "azimuth err mean / max (°) | "
             "err elev / fov (°) | dir | time s (calib) | peak RAM MB | warnings |" + (" PSNR dB |" if args.psnr else "")
-            + "\n|" + "---|" * (13 + bool(args.psnr)))
+            + "\n|" + "---|" * (14 + bool(args.psnr)))
     return "\n".join([f"{args.num_frames} frames at {args.size}², Cycles {args.samples} spp", head,
                       *(_format_row(r) for r in rows), *_means(rows)])
 

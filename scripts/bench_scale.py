@@ -4,7 +4,11 @@ embedded server.
 Starts a real redis-server, fronts and workers on 127.0.0.1; prints the machine's load, since other work on the
 cores changes every figure.
 
-    .venv/bin/python scripts/bench_scale.py [--jobs 32] [--sizes tiny,small] [--latency-jobs 10]
+    .venv/bin/python scripts/bench_scale.py [--jobs 32] [--rounds 3] [--sizes tiny,small] [--latency-jobs 10]
+
+Throughput is measured in rounds that alternate 1 and 2 workers, and the ratio is read per round (its median and
+range are printed): a shared machine's load drifts over minutes, and one pair of runs can land on either side of
+it.
 """
 
 from __future__ import annotations
@@ -119,6 +123,7 @@ def latency(root: Path, ckpt: Path, count: int) -> dict[str, list[float]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=32, help="timed jobs per throughput run")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds (1 then 2 workers) per job size")
     parser.add_argument("--sizes", type=lambda v: v.split(","), default=list(SIZES),
                         help=f"comma-separated job sizes from {', '.join(SIZES)}")
     parser.add_argument("--latency-jobs", type=int, default=10, help="jobs per submit→start latency run")
@@ -128,7 +133,11 @@ def main() -> int:
         root = Path(tmp)
         ckpt = root / "ckpt"
         subprocess.run([DROPLET3D, "make-tiny-checkpoint", str(ckpt)], check=True, capture_output=True)
-        rates = {(size, n): throughput(root, ckpt, n, args.jobs, size) for size in args.sizes for n in (1, 2)}
+        rates = {(size, n): [] for size in args.sizes for n in (1, 2)}
+        for _ in range(args.rounds):
+            for size in args.sizes:
+                for n in (1, 2):
+                    rates[size, n].append(throughput(root, ckpt, n, args.jobs, size))
         lat = latency(root, ckpt, args.latency_jobs)
         ceiling = hardware_ceiling()
     load_after = os.getloadavg()
@@ -136,13 +145,17 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} cores; load average (1/5/15 min) before {load_before[0]:.1f}/"
           f"{load_before[1]:.1f}/{load_before[2]:.1f}, after {load_after[0]:.1f}/{load_after[1]:.1f}/"
           f"{load_after[2]:.1f}")
-    print(f"jobs per minute, {args.jobs} timed jobs per run, one CPU thread per worker")
-    print(f"{'CPU job':36}{'1 worker':>10}{'2 workers':>11}{'ratio':>7}{'workers used':>14}")
+    print(f"jobs per minute (median of {args.rounds} rounds), {args.jobs} timed jobs per run, one CPU thread per "
+          "worker; the ratio per round")
+    print(f"{'CPU job':36}{'1 worker':>10}{'2 workers':>11}{'ratio':>7}{'range':>13}{'workers used':>14}")
     for size in args.sizes:
         p = SIZES[size]
         one, two = rates[size, 1], rates[size, 2]
+        ratios = [b[0] / a[0] for a, b in zip(one, two, strict=True)]
+        used = f"{max(len(r[1]) for r in one)} / {min(len(r[1]) for r in two)}"
         label = f"{size} ({p['width']}x{p['height']}, {p['num_frames']} frames, {p['steps']} steps)"
-        print(f"{label:36}{one[0]:10.1f}{two[0]:11.1f}{two[0] / one[0]:7.2f}{len(one[1]):>7d} / {len(two[1])}")
+        print(f"{label:36}{statistics.median(r[0] for r in one):10.1f}{statistics.median(r[0] for r in two):11.1f}"
+              f"{statistics.median(ratios):7.2f}{f'{min(ratios):.2f}–{max(ratios):.2f}':>13}{used:>14}")
     print(f"{'the cores alone':36}{'':10}{'':11}{ceiling:7.2f}   (two single-threaded copies of one workload at once"
           " against one)")
     print(f"submit→start latency, ms ({args.latency_jobs} jobs, idle worker)")

@@ -7,7 +7,7 @@ Two halves in one file so the orbit maths stays in ``droplet3d.orbit``:
 - under Blender's venv, :func:`main` builds the scene (one of ``OBJECTS``), renders every camera with Cycles
   on the CPU and exports the true mesh as PLY (world coordinates, Blender's +Z up).
 
-The first five objects are the ones reconstruction is tuned on; the other five are held out (never tune on
+The first six objects are the ones reconstruction is tuned on; the other five are held out (never tune on
 them): a black-and-white panda on black, a pale object with white patches on white, a body of revolution
 with and without a texture, and a chair with thin legs and concavities.
 
@@ -33,12 +33,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BLENDER_PYTHON = REPO / ".venv-blender" / "bin" / "python"
 CACHE = Path(os.environ.get("DROPLET_RENDER_CACHE", REPO / ".cache" / "renders"))
-TUNE_OBJECTS = ("suzanne", "torus", "cup", "textured", "marker")
+TUNE_OBJECTS = ("suzanne", "torus", "cup", "textured", "marker", "snowy")
 HELD_OUT_OBJECTS = ("panda", "pale", "vase", "vase_textured", "frame")
 OBJECTS = TUNE_OBJECTS + HELD_OUT_OBJECTS
 GREY = (0.8, 0.8, 0.8)
-# The background each object is meant to be seen on: parts of the panda match black, patches of "pale" white.
-BACKGROUNDS = {"panda": (0.0, 0.0, 0.0), "pale": (1.0, 1.0, 1.0)}
+# The background each object is meant to be seen on: parts of the panda match black, patches of "pale" and
+# "snowy" (its tune-side counterpart) white.
+BACKGROUNDS = {"panda": (0.0, 0.0, 0.0), "pale": (1.0, 1.0, 1.0), "snowy": (1.0, 1.0, 1.0)}
 MARKER = (0.3, -0.2, 0.25)  # centre of the "marker" object's small emissive sphere (world, metres)
 SPEC_VERSION = 6  # bump when every scene changes so cached renders are redone
 SCENE_VERSIONS = {"cup": 3}  # bump one object's entry when only that scene changes
@@ -234,6 +235,8 @@ def _build_object(bpy, name: str):
         obj = _build_panda(bpy)
     elif name == "pale":
         obj = _build_pale(bpy)
+    elif name == "snowy":
+        obj = _build_snowy(bpy)
     elif name in ("vase", "vase_textured"):
         obj = _lathe(bpy, "vase", VASE_PROFILE)
         obj.data.materials.append(_material(bpy, "glaze", (0.55, 0.3, 0.2)) if name == "vase" else
@@ -320,6 +323,19 @@ def _build_pale(bpy):
     for x in (-0.22, 0.2):
         for y in (-0.13, 0.13):
             parts.append(_part(bpy, "sphere", (x, y, -0.32), (0.07, 0.07, 0.12), material=pale))  # legs
+    return _union(bpy, body, parts)
+
+
+def _build_snowy(bpy):
+    """An upright figure (body, head, arms, a flat hat) in cool grey with white patches, shown on white: the tune
+    objects' case of parts that match the background ("pale" is the held-out one)."""
+    grey = _material(bpy, "snowy", (0.62, 0.66, 0.72), "patches")
+    body = _part(bpy, "sphere", (0.0, 0.0, -0.2), (0.3, 0.28, 0.3), material=grey)
+    parts = [_part(bpy, "sphere", (0.02, 0.0, 0.22), (0.2, 0.19, 0.19), (0.0, 0.0, 0.3), material=grey),  # head
+             _part(bpy, "cube", (0.02, 0.0, 0.42), (0.17, 0.17, 0.03), (0.0, 0.0, 0.5), material=grey)]  # hat
+    for side in (-1.0, 1.0):
+        parts.append(_part(bpy, "sphere", (side * 0.33, 0.04, -0.08), (0.16, 0.06, 0.06), (0.0, side * 0.5, 0.2),
+                           material=grey))  # arm
     return _union(bpy, body, parts)
 
 

@@ -1,14 +1,16 @@
-"""Mask repair from the hull's reprojection: enclosed holes that the other views contradict are filled.
+"""Mask repair from the hull's reprojection: the parts of masks that the other views contradict are filled.
 
-A colour mask has a hole wherever a part of the object matches the background (white patches on white, black
-fur on black), and so does a real through-hole (a mug's handle, a torus, the gaps of a chair). In one view the
-two look the same; across views they differ. Carving a patch's hole cuts a tunnel through the body, and the
-views that look at the body from the side then show foreground that the hull no longer explains. A real hole
-passes through empty space, and every other view stays explained. So: build the hull with and without the
-enclosed holes, find the points only the holes carved, and give back those that other views see as unexplained
-foreground; the holes those points fill are patches, and are closed in the masks.
+A colour mask loses whatever part of the object matches the background (white patches on white, black fur on
+black), and it also shows real gaps (a mug's handle, a torus, the gaps of a chair). In one view the two look the
+same; across views they differ. Carving a lost patch cuts into the body, and the views that look at the body from
+elsewhere then show foreground that the hull no longer explains. A real gap passes through empty space, and every
+other view stays explained. So: build the strict hull and a lenient one (a point dies there only when a good part
+of the views see it outside), find the points only the strict hull carves, and give back those that other views
+see as unexplained foreground. Each view then takes back what the given-back points cover:
 
-Bites into the outline (a patch on the silhouette's edge) are not enclosed and are left as they are.
+- an enclosed hole that they cover for the most part is closed whole (a patch inside the outline);
+- elsewhere (a patch on the outline, a bite), the pixels they cover: a bite may share its region with real
+  background (the space between an arm and the body).
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import math
 import cv2
 import numpy as np
 
-from ..orbit import Cameras, project
-from .hull import forgiving_field, grid_points, object_bounds
+from ..orbit import Cameras
+from .hull import forgiving_field, grid_points, object_bounds, pixels, splat
 
 GRID = 48  # cells along the object's longest side for the check: the holes that matter span several
+LENIENT = 0.4  # fraction of the views that must see a point outside before the lenient hull drops it
 MIN_SUPPORT = 2  # views whose unexplained foreground a carved point must cover before it is given back
 MIN_COVER = 0.5  # fraction of a hole that the given-back points must cover before the hole is closed
 
@@ -39,23 +42,19 @@ def enclosed_holes(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def repair_masks(masks: np.ndarray, cameras: Cameras, estimated: bool) -> tuple[np.ndarray, dict]:
-    """``masks (N, H, W) bool`` with contradicted enclosed holes closed, and ``{"holes", "views", "pixels"}``:
-    how many holes were closed, in how many views, covering how many pixels."""
+    """``masks (N, H, W) bool`` with contradicted holes and bites filled, and ``{"holes", "views", "pixels"}``:
+    how many enclosed holes were closed, in how many views holes or bites were filled, and how many pixels."""
     height, width = masks.shape[1:3]
-    holes = [enclosed_holes(mask) for mask in masks]
     none = {"holes": 0, "views": 0, "pixels": 0}
-    if not any(count for _, count in holes):
-        return masks, none
-    filled = masks | np.stack([labels > 0 for labels, _ in holes])
-    with_holes = forgiving_field(masks, cameras, estimated)
-    without = forgiving_field(filled, cameras, estimated)
-    lo, hi = object_bounds(without)
+    strict = forgiving_field(masks, cameras, estimated)
+    lenient = forgiving_field(masks, cameras, estimated, forgive=max(strict.forgive, int(LENIENT * len(cameras))))
+    lo, hi = object_bounds(lenient)
     spacing = float((hi - lo).max()) / GRID
     shape = tuple(math.ceil((hi[i] - lo[i]) / spacing) + 1 for i in range(3))
     points = grid_points(lo, spacing, shape)
-    points = points[without(points) >= 0]
-    values = with_holes(points)
-    cell_px = spacing * with_holes.pixels_per_unit()
+    points = points[lenient(points) >= 0]
+    values = strict(points)
+    cell_px = spacing * strict.pixels_per_unit()
     # A point within a cell of the hull may stand for a part thinner than a cell: it explains its pixels.
     kept, carved = points[values > -cell_px], points[values < -cell_px]
     if len(carved) == 0:
@@ -65,43 +64,26 @@ def repair_masks(masks: np.ndarray, cameras: Cameras, estimated: bool) -> tuple[
     radius = max(1, round(0.75 * cell_px))
     support = np.zeros(len(carved), np.int32)
     for k, proj in enumerate(projections):
-        explained = _splat(kept, proj, height, width, radius)
+        explained = splat(kept, proj, height, width, radius)
         # One pixel in from the outline: the coarse splat's edge is not evidence.
         unexplained = cv2.erode((masks[k] & ~explained).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-        u, v, inside = _pixels(carved, proj, height, width)
+        u, v, inside = pixels(carved, proj, height, width)
         support[inside] += unexplained[v, u]
     given_back = carved[support >= MIN_SUPPORT]
     if len(given_back) == 0:
         return masks, none
 
-    repaired, closed, views = masks.copy(), 0, 0
+    repaired, closed = masks.copy(), 0
     for k, proj in enumerate(projections):
-        labels, count = holes[k]
-        if count == 0:
-            continue
-        cover = _splat(given_back, proj, height, width, radius)
-        area = np.bincount(labels.ravel(), minlength=count + 1)
-        covered = np.bincount(labels[cover], minlength=count + 1)
-        close = np.nonzero(covered[1:] >= MIN_COVER * area[1:])[0] + 1
-        if close.size:
+        cover = splat(given_back, proj, height, width, radius)
+        labels, count = enclosed_holes(masks[k])
+        if count:
+            area = np.bincount(labels.ravel(), minlength=count + 1)
+            covered = np.bincount(labels[cover], minlength=count + 1)
+            close = np.nonzero(covered[1:] >= MIN_COVER * area[1:])[0] + 1
             repaired[k] |= np.isin(labels, close)
-            closed, views = closed + close.size, views + 1
+            closed += close.size
+        # Closed rather than dilated: the discs would grow the outline by their radius.
+        repaired[k] |= splat(given_back, proj, height, width, radius, closed=True) & (labels == 0)
+    views = int((repaired != masks).any(axis=(1, 2)).sum())
     return repaired, {"holes": closed, "views": views, "pixels": int((repaired & ~masks).sum())}
-
-
-def _pixels(points: np.ndarray, projection: np.ndarray, height: int, width: int
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rounded pixel columns and rows of the points in front of the camera and inside the image, and which."""
-    pixels, depth = project(points, projection)
-    u, v = np.round(pixels[:, 0]).astype(np.int64), np.round(pixels[:, 1]).astype(np.int64)
-    inside = (depth > 0) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
-    return u[inside], v[inside], inside
-
-
-def _splat(points: np.ndarray, projection: np.ndarray, height: int, width: int, radius: int) -> np.ndarray:
-    """``(H, W) bool``: the image area the points cover, each a disc of ``radius`` pixels."""
-    image = np.zeros((height, width), np.uint8)
-    u, v, _ = _pixels(points, projection, height, width)
-    image[v, u] = 1
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    return cv2.dilate(image, kernel) > 0

@@ -31,11 +31,12 @@ from .cameras import estimate_cameras
 from .carving import carve_concavities
 from .export import textured_mesh, write_mesh
 from .frames import IMAGE_SUFFIXES, Frames, load_frames, with_frame0_alpha
-from .hull import carve_hull, forgiving_field
+from .hull import CONSISTENT, carve_hull, forgiving_field, unexplained_fraction, voting_field
 from .limits import MAX_RESOLUTION, MIN_RESOLUTION
 from .mask_repair import repair_masks
 from .masks import MATTING, frame_masks
 from .matting import DEFAULT_MODEL
+from .silhouettes import SilhouetteField
 from .surface import extract_surface
 from .texture import bake_texture, build_atlas, vertex_colours
 
@@ -60,7 +61,7 @@ class ReconOptions:
     per_frame: bool = True  # each frame's own pose from feature tracks (False: the uniform orbit)
     resolution: int = 128  # grid cells along the object's longest side
     carve: bool = True  # photo-consistency carving of concavities
-    repair: bool = True  # close mask holes that the other views contradict (mask_repair.py)
+    repair: bool = True  # fill what the other views contradict in masks that contradict each other (mask_repair.py)
     face_budget: int = 10000
     texture_size: int = 1024
     formats: tuple[str, ...] = ("glb",)
@@ -137,10 +138,7 @@ def reconstruct(source: str | Path, out_dir: str | Path, options: ReconOptions |
     turn = slice(0, orbit.period)  # a closing frame repeats frame 0: one turn is enough
     estimated = options.calibrate or bool(calibration["estimated"])
     turn_cameras = cameras.subset(np.arange(orbit.period))
-    if options.repair:
-        masks = masks.copy()
-        masks[turn], mask_info["repaired_holes"] = repair_masks(masks[turn], turn_cameras, estimated)
-    field_ = forgiving_field(masks[turn], turn_cameras, estimated)
+    masks, field_ = _hull_field(masks, turn, turn_cameras, estimated, options.repair, mask_info, warnings)
     volume = carve_hull(field_, options.resolution)
     run.done("hull")
     carved = 0
@@ -250,6 +248,28 @@ def orbit_cameras(job_dir: str | Path, options: ReconOptions | None = None, *, m
         failure = {"status": "failed", "code": code, "message": str(exc), "nominal_orbit": True}
         write_json_atomic(job_dir / "manifest.json", _manifest_with(job_dir, failure))
         return orbit, [{"code": "reconstruction_failed" if mesh else "nominal_cameras", "message": message}]
+
+
+def _hull_field(masks: np.ndarray, turn: slice, cameras: Cameras, estimated: bool, repair: bool, mask_info: dict,
+                warnings: list[dict]) -> tuple[np.ndarray, SilhouetteField]:
+    """The masks and the hull's field. Consistent masks get the forgiving field. Masks that contradict each other
+    (parts of the object matching the background) are repaired (unless ``repair`` is off) and get the voting field,
+    with a warning. Records both decisions in ``mask_info``."""
+    hull = forgiving_field(masks[turn], cameras, estimated)
+    unexplained = unexplained_fraction(hull, masks[turn])
+    if unexplained > CONSISTENT:
+        if repair:
+            masks = masks.copy()
+            masks[turn], mask_info["repaired"] = repair_masks(masks[turn], cameras, estimated)
+        hull = voting_field(masks[turn], cameras, estimated)
+        warnings.append({"code": "masks_inconsistent", "field": "matting",
+                         "message": f"the masks contradict each other ({unexplained:.0%} of a view's foreground "
+                                    f"unexplained by the others; parts of the object likely match the background): "
+                                    f"a point was kept unless more than {hull.forgive} of {len(cameras)} views see "
+                                    f"it outside, so concavities few views see into may be filled; learned matting "
+                                    f"(`droplet3d fetch-models`) gives consistent masks"})
+    mask_info["hull"] = {"unexplained": round(unexplained, 4), "forgiven_views": hull.forgive, "views": len(cameras)}
+    return masks, hull
 
 
 def _job_warnings(warnings: list[dict]) -> list[dict]:

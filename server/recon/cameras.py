@@ -55,6 +55,15 @@ TRACK_PRIOR_DEG = 10.0  # how far the bundle adjustment may move the silhouettes
 TRACK_FLOOR_DEG = 1.0
 
 
+def tracked_elevation_std(fit: FrameCameras, silhouettes_deg: float | None) -> float:
+    """The tracks' elevation's standard deviation: the bundle adjustment's own, at least ``TRACK_FLOOR_DEG``, and
+    at least its distance from the silhouettes' measurement on the same poses when there is one: two measurements
+    that disagree beyond the tracks' spread show a model error of about that size, and the surer one is then
+    taken."""
+    std = max(fit.elevation_std_deg, TRACK_FLOOR_DEG)
+    return std if silhouettes_deg is None else max(std, abs(fit.elevation_deg - silhouettes_deg))
+
+
 @dataclass
 class FrameCameras:
     """The bundle adjustment's result: cameras and their uncertainty (standard deviations)."""
@@ -441,6 +450,8 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
             score, theta, phi, found = refine_with_cameras(masks, _family(fit), fit.elevation_deg, fit.fov_deg,
                                                            free_theta, free_phi)
             report["silhouette_score_px"] = round(score, 4)
+            report["on_tracked_poses"] = {"elevation_deg": round(theta, 3), "fov_deg": round(phi, 3),
+                                          **{f"{k}_std": round(v / 2.0, 3) for k, v in found.items()}}
             uncertainty.update({k: v for k, v in found.items() if (free_theta, free_phi)[k == "fov_deg"]})
             if min(uncertainty.values()) < UNDETERMINED_DEG:
                 # The steps trade off against the fov (and the elevation) on short tracks: fit again around the
@@ -452,7 +463,8 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
         by_tracks = {"elevation_deg": fit.elevation_deg, "fov_deg": fit.fov_deg}
         # The tracks pin the elevation but hardly the fov (it trades off against the steps): the fov is the
         # silhouettes' (or the prior).
-        tracked = {"elevation_deg": max(fit.elevation_std_deg, TRACK_FLOOR_DEG), "fov_deg": math.inf}
+        measured = elevation is None and uncertainty["elevation_deg"] < UNDETERMINED_DEG
+        tracked = {"elevation_deg": tracked_elevation_std(fit, theta if measured else None), "fov_deg": math.inf}
         report.update(rms_px=round(fit.rms_px, 3), tracks_used=fit.tracks,
                       total_turn_deg=round(float(abs(fit.azimuth_deg[-1] - fit.azimuth_deg[0])), 3))
 

@@ -8,7 +8,7 @@ import pytest
 from conftest import render_orbit, rendered
 from droplet3d.orbit import Cameras, Orbit, project
 from droplet3d.recon import ReconOptions, calibrate, orbit_cameras
-from droplet3d.recon.cameras import MIN_TRACKS, adjust_cameras
+from droplet3d.recon.cameras import MIN_TRACKS, TRACK_FLOOR_DEG, adjust_cameras, tracked_elevation_std
 from droplet3d.recon.tracks import Tracks
 from PIL import Image
 
@@ -54,6 +54,17 @@ def test_bundle_adjustment_recovers_every_frames_azimuth_of_a_drifting_orbit():
     np.testing.assert_allclose(fit.cameras.spherical()[1], elevation, atol=0.5)
     assert fit.azimuth_std_deg[0] == 0.0 and 0.0 < fit.azimuth_std_deg[1:].max() < 0.5  # φ_0 is the gauge
     assert fit.pinned.all() and fit.rms_px < 1.0
+
+
+def test_the_tracks_elevation_is_as_unsure_as_its_distance_from_the_silhouettes_measurement():
+    azimuth, elevation = _drifting_cameras(DRIFTING)
+    tracks = _tracks_on_an_ellipsoid(Cameras.on_sphere(azimuth, elevation, 2.5, 40.0), 256, noise_px=0.5)
+    fit = adjust_cameras(tracks, DRIFTING, 256, 256, elevation_std_deg=10.0, fov_std_deg=1e-3)
+    assert fit.elevation_std_deg < TRACK_FLOOR_DEG  # clean synthetic tracks: very sure of themselves
+    assert tracked_elevation_std(fit, None) == TRACK_FLOOR_DEG
+    assert tracked_elevation_std(fit, fit.elevation_deg + 0.5) == TRACK_FLOOR_DEG  # agreeing: the floor
+    # Disagreeing by 2.4° (as the tracks and the silhouettes did on a chair): the tracks are no surer than that.
+    assert tracked_elevation_std(fit, fit.elevation_deg + 2.4) == pytest.approx(2.4)
 
 
 def test_too_few_tracks_leave_the_uniform_orbit_to_the_caller():

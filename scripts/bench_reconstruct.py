@@ -56,6 +56,7 @@ SCENES = {
     "vase_textured": dict(elevation_deg=25.0, fov_deg=35.0, direction=-1, closed=False, alpha=False),
     "frame": dict(elevation_deg=30.0, fov_deg=40.0, direction=1, closed=False, alpha=False),
     "snowy": dict(elevation_deg=25.0, fov_deg=40.0, direction=-1, closed=False, alpha=False),
+    "ring": dict(elevation_deg=20.0, fov_deg=40.0, direction=1, closed=False, alpha=False),
 }
 TUNE = [name for name in TUNE_OBJECTS if name in SCENES]
 HELD_OUT = [name for name in HELD_OUT_OBJECTS if name in SCENES]

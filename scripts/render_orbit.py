@@ -7,7 +7,7 @@ Two halves in one file so the orbit maths stays in ``droplet3d.orbit``:
 - under Blender's venv, :func:`main` builds the scene (one of ``OBJECTS``), renders every camera with Cycles
   on the CPU and exports the true mesh as PLY (world coordinates, Blender's +Z up).
 
-The first six objects are the ones reconstruction is tuned on; the other five are held out (never tune on
+The first seven objects are the ones reconstruction is tuned on; the other five are held out (never tune on
 them): a black-and-white panda on black, a pale object with white patches on white, a body of revolution
 with and without a texture, and a chair with thin legs and concavities.
 
@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BLENDER_PYTHON = REPO / ".venv-blender" / "bin" / "python"
 CACHE = Path(os.environ.get("DROPLET_RENDER_CACHE", REPO / ".cache" / "renders"))
-TUNE_OBJECTS = ("suzanne", "torus", "cup", "textured", "marker", "snowy")
+TUNE_OBJECTS = ("suzanne", "torus", "cup", "textured", "marker", "snowy", "ring")
 HELD_OUT_OBJECTS = ("panda", "pale", "vase", "vase_textured", "frame")
 OBJECTS = TUNE_OBJECTS + HELD_OUT_OBJECTS
 GREY = (0.8, 0.8, 0.8)
@@ -203,12 +203,14 @@ def _build_object(bpy, name: str):
         obj = bpy.context.active_object
         obj.modifiers.new("subsurf", "SUBSURF").levels = 2
         obj.data.materials.append(_material(bpy, "clay", (0.75, 0.55, 0.4), "noise"))
-    elif name == "torus":
+    elif name in ("torus", "ring"):
         # Tilted so that its silhouettes change around the orbit (a torus about +Z looks the same from every azimuth).
+        # The ring is the torus without texture: nothing to track, only its silhouettes tell the frames' poses.
         ops.mesh.primitive_torus_add(major_radius=0.5, minor_radius=0.18, major_segments=64, minor_segments=32,
                                      rotation=(math.radians(60), 0.0, math.radians(20)))
         obj = bpy.context.active_object
-        obj.data.materials.append(_material(bpy, "torus", (0.2, 0.6, 0.3), "checker"))
+        obj.data.materials.append(_material(bpy, "torus", (0.2, 0.6, 0.3), "checker") if name == "torus" else
+                                  _material(bpy, "ring", (0.25, 0.45, 0.7)))
     elif name == "cup":
         obj = _build_cup(bpy)
         obj.data.materials.append(_material(bpy, "cup", (0.8, 0.8, 0.8), "checker"))

@@ -1,8 +1,9 @@
-"""Render the reconstruction sheet for the README (docs/recon-sheet.png): per held-out object, input frames,
-the cameras estimated from the frames alone beside the true ones (top view), and the textured mesh from two
-new angles beside the true object from the same angles.
+"""Render the reconstruction sheet for the README (docs/recon-sheet.png): per held-out object, input frames of
+a generated-like orbit (``render_orbit.Perturbation``, as in the benchmark's generated suite; ``--clean`` for a
+perfect turntable), the cameras estimated from the frames alone beside the true ones (top view), and the
+textured mesh from two new angles beside the true object from the same angles.
 
-    .venv/bin/python scripts/render_recon_sheet.py [--objects panda pale ...] [--frames 36 --size 192]
+    .venv/bin/python scripts/render_recon_sheet.py [--objects panda pale ...] [--frames 36 --size 192] [--clean]
 
 Blender renders the orbits and both meshes (ours unlit, showing the baked texture; the truth lit as in the
 frames); the reconstruction runs here, from the frames alone (only the radius, the scale gauge, is given).
@@ -11,8 +12,10 @@ frames); the reconstruction runs here, from the frames alone (only the radius, t
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +28,7 @@ from droplet3d.orbit import Orbit
 from droplet3d.recon import ReconOptions, reconstruct
 from droplet3d.recon.export import BLENDER_TO_GLTF
 from droplet3d.recon.metrics import surface_scores
-from render_orbit import BACKGROUNDS, GREY, HELD_OUT_OBJECTS, REPO, render
+from render_orbit import BACKGROUNDS, GREY, HELD_OUT_OBJECTS, REPO, Perturbation, render
 
 TILE = 180
 # The orbit each object is shown on (elevation, fov, direction): varied like the benchmark's.
@@ -39,6 +42,7 @@ def main() -> int:
     parser.add_argument("--objects", nargs="+", default=list(HELD_OUT_OBJECTS), choices=list(ORBITS))
     parser.add_argument("--frames", type=int, default=36)
     parser.add_argument("--size", type=int, default=192)
+    parser.add_argument("--clean", action="store_true", help="perfect turntables instead of generated-like orbits")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "recon-sheet.png")
     args = parser.parse_args()
     rows = []
@@ -60,8 +64,12 @@ def main() -> int:
 def _row(name: str, args) -> Image.Image:
     elevation, fov, direction = ORBITS[name]
     orbit = Orbit(num_frames=args.frames, elevation_deg=elevation, fov_deg=fov, radius=2.5, direction=direction)
-    frames = render(name, orbit, size=args.size, samples=8)
+    # Drift, jitter, zoom, flicker and noise drawn with the benchmark's seed for the object.
+    perturbation = None if args.clean else Perturbation(seed=zlib.crc32(name.encode()) % 1000)
+    frames = render(name, orbit, size=args.size, samples=8, perturbation=perturbation)
     truth = trimesh.load(frames / "truth.ply", force="mesh")
+    true_centres = (np.array(json.loads((frames / "truth.json").read_text())["cameras"])[:, :3, 3]
+                    if perturbation else orbit.positions())
     views = [Orbit(num_frames=1, elevation_deg=elevation, fov_deg=fov, radius=orbit.radius, start_azimuth_deg=a)
              for a in NEW_VIEWS]
     step = args.frames // 3
@@ -79,11 +87,12 @@ def _row(name: str, args) -> Image.Image:
             mesh = trimesh.load(result.mesh_path, force="mesh")
             mesh.apply_transform(np.linalg.inv(BLENDER_TO_GLTF))
             est = result.orbit
-            caption = (f"{name}: F@0.02 {surface_scores(mesh, truth)['f@0.02']:.2f} from the frames alone; "
+            caption = (f"{name}{'' if args.clean else ' (generated-like orbit)'}: F@0.02 "
+                       f"{surface_scores(mesh, truth)['f@0.02']:.2f} from the frames alone; "
                        f"elevation {est.elevation_deg:.1f}° (true {elevation:.0f}°), fov {est.fov_deg:.1f}° "
                        f"(true {fov:.0f}°), {'ccw' if est.direction > 0 else 'cw'} "
                        f"(true {'ccw' if direction > 0 else 'cw'}), {len(mesh.faces)} faces")
-            tiles.append(_cameras(orbit, result.cameras.centres()))
+            tiles.append(_cameras(orbit, true_centres, result.cameras.centres()))
             tiles += [_open(render(result.mesh_path, v, size=args.size, transparent=True) / "frames" / "0000.png",
                             background) for v in views]
     tiles += [_open(render(name, v, size=args.size) / "frames" / "0000.png") for v in views]
@@ -94,7 +103,7 @@ def _row(name: str, args) -> Image.Image:
     return row
 
 
-def _cameras(orbit: Orbit, estimated: np.ndarray) -> Image.Image:
+def _cameras(orbit: Orbit, true: np.ndarray, estimated: np.ndarray) -> Image.Image:
     """Top view of the true camera centres (grey) and the estimated ones (orange), frame 0 marked."""
     image = Image.new("RGB", (TILE, TILE), (250, 250, 250))
     draw = ImageDraw.Draw(image)
@@ -105,7 +114,7 @@ def _cameras(orbit: Orbit, estimated: np.ndarray) -> Image.Image:
         return centre + scale * p[0], centre - scale * p[1]
 
     draw.ellipse((centre - 4, centre - 4, centre + 4, centre + 4), fill=(60, 60, 60))
-    for k, (t, e) in enumerate(zip(orbit.positions(), estimated, strict=True)):
+    for k, (t, e) in enumerate(zip(true, estimated, strict=True)):
         r = 4 if k == 0 else 2
         for p, colour in ((t, (150, 150, 150)), (e, (240, 110, 20))):
             x, y = xy(p)

@@ -27,6 +27,7 @@ from threadpoolctl import threadpool_limits
 
 from ..orbit import DEFAULT_FOV_DEG, Cameras, Orbit, focal_from_fov
 from .calibration import UNDETERMINED_DEG, OutlineScore, calibrate_orbit, polish_orbit, refine_with_cameras
+from .drift import silhouette_drift
 from .tracks import Tracks, track_features
 
 MIN_TRACKS = 30  # fewer tracks than this cannot pin every frame: the uniform orbit stays
@@ -507,8 +508,26 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
             warnings = _apply_priors(confidence)
             orbit = _confident_orbit(cal.orbit, confidence)
             cameras = orbit.cameras()
+    if per_frame and (confidence["azimuth_deg"]["source"] == "prior" or confidence["azimuth_deg"].get("uniform")):
+        cameras = _drift_if_better(masks, orbit, confidence, report) or cameras
     warnings += _azimuth_warnings(confidence["azimuth_deg"])
     return CameraEstimate(orbit, cameras, _rounded(confidence), warnings, report)
+
+
+def _drift_if_better(masks: np.ndarray, orbit: Orbit, confidence: dict, report: dict) -> Cameras | None:
+    """The silhouettes' smooth drift of the even turn (``drift.py``), where the outline referee clearly prefers it
+    to the even turn; then the azimuths' confidence says so."""
+    drifted = silhouette_drift(masks, orbit)
+    referee = OutlineScore(masks, size=160, views=16, outline_points=80, depth_samples=32)
+    even, drift = referee(orbit), referee.score(drifted)
+    report.update(even_turn_score_px=round(even, 4), drift_score_px=round(drift, 4))
+    if drift >= even - max(REFEREE_PX, REFEREE_SHARE * even):
+        return None
+    turned = drifted.spherical()[0] - orbit.azimuths_deg()
+    tracks = "rejected" if confidence["azimuth_deg"].get("uniform") or "tracks_rejected" in report else "none"
+    confidence["azimuth_deg"] = {"source": "silhouettes", "drift": True, "tracks": tracks,
+                                 "largest_drift_deg": round(float(np.abs(turned).max()), 2)}
+    return drifted
 
 
 def _orbit_at(orbit: Orbit, elevation_deg: float, fov_deg: float) -> Orbit:
@@ -595,6 +614,13 @@ def _azimuth_warnings(entry: dict) -> list[dict]:
         warnings.append({"code": "camera_prior", "field": "azimuth",
                          "message": "too few surface features to track: frames are assumed evenly spaced around "
                                     "the turn"})
+    elif entry.get("drift"):
+        why = "too few surface features to track" if entry["tracks"] == "none" else \
+            "the tracked features do not describe the turn"
+        warnings.append({"code": "camera_uncertain", "field": "azimuth",
+                         "message": f"{why}: the frames' azimuths follow the silhouettes as a smooth drift of an "
+                                    f"even turn (up to {entry['largest_drift_deg']:.1f}°); each frame's own jitter "
+                                    "is not recovered"})
     elif entry.get("uniform"):
         warnings.append({"code": "camera_prior", "field": "azimuth",
                          "message": "the tracked poses fit the silhouettes worse than an even turn: frames are "

@@ -432,6 +432,8 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
         orbit = replace(orbit, direction=1)
 
     uncertainty = dict(cal.uncertainty)
+    report["on_even_turn"] = {"elevation_deg": round(orbit.elevation_deg, 3), "fov_deg": round(orbit.fov_deg, 3),
+                              **{f"{k}_std": round(v / 2.0, 3) for k, v in uncertainty.items()}}
     fit = None
     if tracks is not None:
         report.update(tracks=tracks.count, observations=len(tracks.frame))

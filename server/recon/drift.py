@@ -14,14 +14,12 @@ prefers it to the even turn.
 
 from __future__ import annotations
 
-import math
-
 import cv2
 import numpy as np
 from scipy.optimize import minimize
 
 from ..orbit import Cameras, Orbit, spread_views
-from .hull import grid_points, object_bounds, splat
+from .hull import inside_points, splat
 from .silhouettes import SilhouetteField
 
 SIZE = 160  # pixels along the masks' longer side
@@ -67,11 +65,7 @@ def _costs(small: np.ndarray, cameras: Cameras, frames: np.ndarray, offsets: np.
     frame's camera turned by each offset."""
     height, width = small.shape[1:3]
     field = SilhouetteField(small, cameras, spread_views(REFERENCE_VIEWS, len(small)), forgive=1)
-    lo, hi = object_bounds(field)
-    spacing = float((hi - lo).max()) / GRID
-    shape = tuple(math.ceil((hi[i] - lo[i]) / spacing) + 1 for i in range(3))
-    points = grid_points(lo, spacing, shape)
-    points = points[field(points) >= 0]
+    points, spacing = inside_points(field, GRID)
     radius = max(1, round(0.6 * spacing * field.pixels_per_unit()))
     azimuth, elevation, distance = cameras.spherical()
     out = np.ones((len(frames), len(offsets)))

@@ -69,17 +69,23 @@ def voting_field(masks: np.ndarray, cameras: Cameras, estimated: bool) -> Silhou
 def unexplained_fraction(field: SilhouetteField, masks: np.ndarray) -> float:
     """Mean over the views of the fraction of their foreground that the field's hull (sampled coarsely) does not
     cover."""
-    lo, hi = object_bounds(field)
-    spacing = float((hi - lo).max()) / CHECK_GRID
-    shape = tuple(math.ceil((hi[i] - lo[i]) / spacing) + 1 for i in range(3))
-    cell_px = spacing * field.pixels_per_unit()
-    points = grid_points(lo, spacing, shape)
-    points = points[field(points) > -cell_px]  # within a cell: it may stand for a part thinner than a cell
+    # Within a cell of the hull: a point may stand for a part thinner than a cell.
+    points, spacing = inside_points(field, CHECK_GRID, slack_cells=1.0)
     height, width = masks.shape[1:3]
-    radius = max(1, round(0.75 * cell_px))
+    radius = max(1, round(0.75 * spacing * field.pixels_per_unit()))
     fractions = [(masks[k] & ~splat(points, proj, height, width, radius, closed=True)).sum() / max(masks[k].sum(), 1)
                  for k, proj in zip(field.views, field.proj, strict=True)]
     return float(np.mean(fractions))
+
+
+def inside_points(field: SilhouetteField, cells: int, slack_cells: float = 0.0) -> tuple[np.ndarray, float]:
+    """``(M, 3)`` points of a grid over the hull's box (``cells`` along its longest side) where the field is no
+    more than ``slack_cells`` cells outside, and the grid's spacing."""
+    lo, hi = object_bounds(field)
+    spacing = float((hi - lo).max()) / cells
+    shape = tuple(math.ceil((hi[i] - lo[i]) / spacing) + 1 for i in range(3))
+    points = grid_points(lo, spacing, shape)
+    return points[field(points) >= -slack_cells * spacing * field.pixels_per_unit()], spacing
 
 
 def pixels(points: np.ndarray, projection: np.ndarray, height: int, width: int

@@ -15,13 +15,11 @@ see as unexplained foreground. Each view then takes back what the given-back poi
 
 from __future__ import annotations
 
-import math
-
 import cv2
 import numpy as np
 
 from ..orbit import Cameras
-from .hull import forgiving_field, grid_points, object_bounds, pixels, splat
+from .hull import forgiving_field, inside_points, pixels, splat
 
 GRID = 48  # cells along the object's longest side for the check: the holes that matter span several
 LENIENT = 0.4  # fraction of the views that must see a point outside before the lenient hull drops it
@@ -48,11 +46,7 @@ def repair_masks(masks: np.ndarray, cameras: Cameras, estimated: bool) -> tuple[
     none = {"holes": 0, "views": 0, "pixels": 0}
     strict = forgiving_field(masks, cameras, estimated)
     lenient = forgiving_field(masks, cameras, estimated, forgive=max(strict.forgive, int(LENIENT * len(cameras))))
-    lo, hi = object_bounds(lenient)
-    spacing = float((hi - lo).max()) / GRID
-    shape = tuple(math.ceil((hi[i] - lo[i]) / spacing) + 1 for i in range(3))
-    points = grid_points(lo, spacing, shape)
-    points = points[lenient(points) >= 0]
+    points, spacing = inside_points(lenient, GRID)
     values = strict(points)
     cell_px = spacing * strict.pixels_per_unit()
     # A point within a cell of the hull may stand for a part thinner than a cell: it explains its pixels.

@@ -25,6 +25,7 @@ import numpy as np
 from scipy import sparse
 from threadpoolctl import threadpool_limits
 
+from ..errors import ReconstructionError
 from ..orbit import DEFAULT_FOV_DEG, Cameras, Orbit, focal_from_fov
 from .calibration import UNDETERMINED_DEG, OutlineScore, calibrate_orbit, polish_orbit, refine_with_cameras
 from .drift import silhouette_drift
@@ -519,7 +520,10 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
 def _drift_if_better(masks: np.ndarray, orbit: Orbit, confidence: dict, report: dict) -> Cameras | None:
     """The silhouettes' smooth drift of the even turn (``drift.py``), where the outline referee clearly prefers it
     to the even turn; then the azimuths' confidence says so."""
-    drifted = silhouette_drift(masks, orbit)
+    try:
+        drifted = silhouette_drift(masks, orbit)
+    except ReconstructionError:  # the reference views' hull is empty: no drift to fit
+        return None
     referee = OutlineScore(masks, size=160, views=16, outline_points=80, depth_samples=32)
     even, drift = referee(orbit), referee.score(drifted)
     report.update(even_turn_score_px=round(even, 4), drift_score_px=round(drift, 4))

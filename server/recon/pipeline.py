@@ -256,7 +256,10 @@ def _hull_field(masks: np.ndarray, turn: slice, cameras: Cameras, estimated: boo
     (parts of the object matching the background) are repaired (unless ``repair`` is off) and get the voting field,
     with a warning. Records both decisions in ``mask_info``."""
     hull = forgiving_field(masks[turn], cameras, estimated)
-    unexplained = unexplained_fraction(hull, masks[turn])
+    try:
+        unexplained = unexplained_fraction(hull, masks[turn])
+    except ReconstructionError:  # the strict hull is empty: nothing of any view is explained
+        unexplained = 1.0
     if unexplained > CONSISTENT:
         if repair:
             masks = masks.copy()

@@ -2,8 +2,11 @@
 
 import cv2
 import numpy as np
+import pytest
+from droplet3d.errors import ReconstructionError
 from droplet3d.orbit import Orbit, project
 from droplet3d.recon.hull import CONSISTENT, carve_hull, forgiving_field, unexplained_fraction, voting_field
+from droplet3d.recon.pipeline import ReconOptions, reconstruct
 from droplet3d.recon.silhouettes import SilhouetteField
 
 SIZE = 96
@@ -69,3 +72,26 @@ def test_masks_that_contradict_each_other_are_told_from_consistent_ones():
     contradicted = unexplained_fraction(forgiving_field(bitten, orbit.cameras(), estimated=False), bitten)
     assert exact < 0.01 < CONSISTENT < contradicted
     assert voting_field(bitten, orbit.cameras(), estimated=False).forgive == round(0.22 * 36)
+
+
+def test_a_hull_that_two_bad_views_empty_is_rebuilt_by_voting(tmp_path):
+    orbit = Orbit(num_frames=36, elevation_deg=20.0, fov_deg=40.0, radius=2.5)
+    masks = sphere_masks(orbit)
+    for k in (5, 23):  # two views whose mask found only a speck in a corner (a wrong object, say)
+        masks[k] = False
+        masks[k, 2:8, 2:8] = True
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for k, mask in enumerate(masks):
+        image = np.full((SIZE, SIZE, 3), 128, np.uint8)
+        image[mask] = (200, 60, 40)
+        cv2.imwrite(str(frames / f"{k:04d}.png"), image)
+    with pytest.raises(ReconstructionError, match="do not intersect"):  # the strict hull: nothing survives them
+        carve_hull(forgiving_field(masks, orbit.cameras(), estimated=False))
+    result = reconstruct(frames, tmp_path / "job", ReconOptions(
+        elevation_deg=20.0, fov_deg=40.0, radius=2.5, direction=1, closed=False, per_frame=False, texture_size=256))
+    assert "masks_inconsistent" in {w["code"] for w in result.warnings}
+    assert result.manifest["masks"]["hull"]["unexplained"] == 1.0
+    # A body instead of an error; a fat one (measured 1.36× the ball): voting keeps what few views carve away.
+    volume, truth = result.manifest["mesh"]["volume_m3"], 4 / 3 * np.pi * RADIUS**3
+    assert volume is not None and 0.9 * truth < volume < 1.5 * truth

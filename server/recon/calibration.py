@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from ..orbit import Cameras, Orbit, spread_views
-from .silhouettes import SilhouetteField, signed_distance
+from .silhouettes import SilhouetteField, downsized, signed_distance
 
 ELEVATIONS = (-30.0, -15.0, 0.0, 15.0, 30.0, 45.0, 60.0)
 FOVS = (15.0, 25.0, 35.0, 45.0, 55.0, 70.0)
@@ -59,16 +59,11 @@ class OutlineScore:
     """Silhouette-consistency score for candidate orbits, on masks scaled to ``size`` pixels."""
 
     def __init__(self, masks: np.ndarray, size: int, views: int, outline_points: int, depth_samples: int) -> None:
-        h, w = masks.shape[1:3]
-        scale = size / max(h, w)
-        self.width, self.height = max(8, round(w * scale)), max(8, round(h * scale))
+        self.small = downsized(masks, size)
+        self.height, self.width = self.small.shape[1:3]
         self.size = size
         self.num_frames = masks.shape[0]
         self.views = spread_views(views, masks.shape[0])
-        self.small = np.stack([
-            cv2.resize(masks[k].astype(np.float32), (self.width, self.height), interpolation=cv2.INTER_AREA) >= 0.5
-            for k in range(masks.shape[0])
-        ])
         outlines = [_outline(self.small[k], outline_points) for k in self.views]
         self.pixels = np.concatenate(outlines)
         self.owner = np.concatenate([np.full(len(p), i) for i, p in enumerate(outlines)])  # view of each pixel
@@ -111,6 +106,11 @@ class OutlineScore:
         # Second pass: a finer look around each ray's peak.
         best = best_along(peak[:, None] + np.linspace(-step, step, 9)[None, :]).max(axis=1)
         return float(np.mean(np.minimum(np.maximum(-best, 0.0), MISS_CAP)))
+
+
+def fine_outline_score(masks: np.ndarray) -> OutlineScore:
+    """The finest scale the calibration scores at: its last search steps, and the referee of per-frame poses."""
+    return OutlineScore(masks, size=160, views=16, outline_points=80, depth_samples=32)
 
 
 def _outline(mask: np.ndarray, count: int) -> np.ndarray:
@@ -180,7 +180,7 @@ def polish_orbit(masks: np.ndarray, calibration: Calibration, free_theta: bool, 
     orbit = calibration.orbit
     if not (free_theta or free_phi):
         return calibration
-    fine = OutlineScore(masks, size=160, views=16, outline_points=80, depth_samples=32)
+    fine = fine_outline_score(masks)
     score, theta, phi, count = _pattern_search(
         lambda t, p: fine(replace(orbit, elevation_deg=t, fov_deg=p)), orbit.elevation_deg, orbit.fov_deg,
         free_theta, free_phi, step_theta=1.0, step_phi=0.625)
@@ -200,7 +200,7 @@ def refine_with_cameras(masks: np.ndarray, cameras_at: Callable[[float, float], 
                                        free_phi, step_theta=2.0, step_phi=1.25, min_step=1.0)
     uncertainty, _ = _uncertainty(lambda t, p: middle.score(cameras_at(t, p)), theta, phi, free_theta, free_phi,
                                   middle.size)
-    fine = OutlineScore(masks, size=160, views=16, outline_points=80, depth_samples=32)
+    fine = fine_outline_score(masks)
     score, theta, phi, _ = _pattern_search(lambda t, p: fine.score(cameras_at(t, p)), theta, phi, free_theta,
                                            free_phi, step_theta=0.5, step_phi=0.5, min_step=0.25)
     return score, theta, phi, uncertainty

@@ -27,7 +27,14 @@ from threadpoolctl import threadpool_limits
 
 from ..errors import ReconstructionError
 from ..orbit import DEFAULT_FOV_DEG, Cameras, Orbit, focal_from_fov
-from .calibration import UNDETERMINED_DEG, OutlineScore, calibrate_orbit, polish_orbit, refine_with_cameras
+from .calibration import (
+    UNDETERMINED_DEG,
+    OutlineScore,
+    calibrate_orbit,
+    fine_outline_score,
+    polish_orbit,
+    refine_with_cameras,
+)
 from .drift import silhouette_drift
 from .tracks import Tracks, track_features
 
@@ -433,8 +440,7 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
         orbit = replace(orbit, direction=1)
 
     uncertainty = dict(cal.uncertainty)
-    report["on_even_turn"] = {"elevation_deg": round(orbit.elevation_deg, 3), "fov_deg": round(orbit.fov_deg, 3),
-                              **{f"{k}_std": round(v / 2.0, 3) for k, v in uncertainty.items()}}
+    report["on_even_turn"] = _measurement(orbit.elevation_deg, orbit.fov_deg, uncertainty)
     fit = None
     if tracks is not None:
         report.update(tracks=tracks.count, observations=len(tracks.frame))
@@ -454,8 +460,7 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
             score, theta, phi, found = refine_with_cameras(masks, _family(fit), fit.elevation_deg, fit.fov_deg,
                                                            free_theta, free_phi)
             report["silhouette_score_px"] = round(score, 4)
-            report["on_tracked_poses"] = {"elevation_deg": round(theta, 3), "fov_deg": round(phi, 3),
-                                          **{f"{k}_std": round(v / 2.0, 3) for k, v in found.items()}}
+            report["on_tracked_poses"] = _measurement(theta, phi, found)
             uncertainty.update({k: v for k, v in found.items() if (free_theta, free_phi)[k == "fov_deg"]})
             if min(uncertainty.values()) < UNDETERMINED_DEG:
                 # The steps trade off against the fov (and the elevation) on short tracks: fit again around the
@@ -489,12 +494,12 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
                                      "frames_without_tracks": int((~fit.pinned).sum())}
     warnings = _apply_priors(confidence)
     orbit = _confident_orbit(orbit, confidence)
-    cameras = orbit.cameras()
+    cameras, referee = orbit.cameras(), None
     if cameras_at is not None:
         # The silhouettes referee: per-frame poses that fit them clearly worse than the uniform orbit does (a
         # perfect turntable with short, sliding tracks) give way to it.
         # Each side at its own best elevation and fov.
-        referee = OutlineScore(masks, size=160, views=16, outline_points=80, depth_samples=32)
+        referee = fine_outline_score(masks)
         per_frame = cameras_at(orbit.elevation_deg, orbit.fov_deg)
         scores = referee.score(per_frame), referee(cal.orbit)
         report.update(per_frame_score_px=round(scores[0], 4), uniform_score_px=round(scores[1], 4))
@@ -512,19 +517,19 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
             orbit = _confident_orbit(cal.orbit, confidence)
             cameras = orbit.cameras()
     if per_frame and (confidence["azimuth_deg"]["source"] == "prior" or confidence["azimuth_deg"].get("uniform")):
-        cameras = _drift_if_better(masks, orbit, confidence, report) or cameras
+        cameras = _drift_if_better(masks, orbit, referee or fine_outline_score(masks), confidence, report) or cameras
     warnings += _azimuth_warnings(confidence["azimuth_deg"])
     return CameraEstimate(orbit, cameras, _rounded(confidence), warnings, report)
 
 
-def _drift_if_better(masks: np.ndarray, orbit: Orbit, confidence: dict, report: dict) -> Cameras | None:
-    """The silhouettes' smooth drift of the even turn (``drift.py``), where the outline referee clearly prefers it
-    to the even turn; then the azimuths' confidence says so."""
+def _drift_if_better(masks: np.ndarray, orbit: Orbit, referee: OutlineScore, confidence: dict, report: dict
+                     ) -> Cameras | None:
+    """The silhouettes' smooth drift of the even turn (``drift.py``), where the outline ``referee`` clearly prefers
+    it to the even turn; then the azimuths' confidence says so."""
     try:
         drifted = silhouette_drift(masks, orbit)
     except ReconstructionError:  # the reference views' hull is empty: no drift to fit
         return None
-    referee = OutlineScore(masks, size=160, views=16, outline_points=80, depth_samples=32)
     even, drift = referee(orbit), referee.score(drifted)
     report.update(even_turn_score_px=round(even, 4), drift_score_px=round(drift, 4))
     if drift >= even - max(REFEREE_PX, REFEREE_SHARE * even):
@@ -534,6 +539,12 @@ def _drift_if_better(masks: np.ndarray, orbit: Orbit, confidence: dict, report: 
     confidence["azimuth_deg"] = {"source": "silhouettes", "drift": True, "tracks": tracks,
                                  "largest_drift_deg": round(float(np.abs(turned).max()), 2)}
     return drifted
+
+
+def _measurement(elevation_deg: float, fov_deg: float, half_widths: dict) -> dict:
+    """A silhouette measurement for the report: the values and their standard deviations (half the widths)."""
+    return {"elevation_deg": round(elevation_deg, 3), "fov_deg": round(fov_deg, 3),
+            **{f"{k}_std": round(v / 2.0, 3) for k, v in half_widths.items()}}
 
 
 def _orbit_at(orbit: Orbit, elevation_deg: float, fov_deg: float) -> Orbit:

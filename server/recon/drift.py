@@ -14,13 +14,12 @@ prefers it to the even turn.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 from scipy.optimize import minimize
 
 from ..orbit import Cameras, Orbit, spread_views
 from .hull import inside_points, splat
-from .silhouettes import SilhouetteField
+from .silhouettes import SilhouetteField, downsized
 
 SIZE = 160  # pixels along the masks' longer side
 FIT_FRAMES = 36  # frames whose masks score a drift (spread over the orbit): five numbers need no more
@@ -32,11 +31,7 @@ SWEEPS = ((16.0, 1.0), (8.0, 0.5), (4.0, 0.25))  # (half-width, step) in degrees
 def silhouette_drift(masks: np.ndarray, orbit: Orbit) -> Cameras:
     """Every frame's camera on ``orbit`` (its elevation, fov and radius), at the even turn's azimuth plus the smooth
     drift that best fits the masks ``(N, H, W) bool``."""
-    h, w = masks.shape[1:3]
-    scale = SIZE / max(h, w)
-    width, height = max(8, round(w * scale)), max(8, round(h * scale))
-    small = np.stack([cv2.resize(m.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA) >= 0.5
-                      for m in masks])
+    small = downsized(masks, SIZE)
     even = orbit.azimuths_deg()
     turn = orbit.direction * (even - even[0]) / 360.0  # share of the turn at each frame
     basis = np.stack([np.sin(2 * np.pi * turn), np.cos(2 * np.pi * turn) - 1.0, np.sin(4 * np.pi * turn),

@@ -21,6 +21,16 @@ BLOCK = 1 << 19  # samples (points × views) per evaluation chunk: bounds memory
 SHRT_MAX = 32767  # cv2.remap's limit on image and map sides
 
 
+def downsized(masks: np.ndarray, size: int) -> np.ndarray:
+    """``(N, h, w) bool`` masks scaled so that their longer side is ``size`` pixels (at least 8 each way); a pixel
+    is foreground when more than half of its area was."""
+    h, w = masks.shape[1:3]
+    scale = size / max(h, w)
+    width, height = max(8, round(w * scale)), max(8, round(h * scale))
+    return np.stack([cv2.resize(m.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA) >= 0.5
+                     for m in masks])
+
+
 def signed_distance(mask: np.ndarray) -> np.ndarray:
     """``(H, W) float32`` signed distance in pixels to the mask boundary, positive inside."""
     m = mask.astype(np.uint8)

@@ -19,7 +19,7 @@ import bpy
 from . import capture, importer, runtime
 from .client import DropletClientError
 from .jobs import JobState
-from .params import JobParams
+from .params import JobParams, with_capture_hints
 from .prefs import settings
 
 
@@ -42,6 +42,7 @@ def submit(
     server: str | None = None,
     token: str | None = None,
     front: bool = True,
+    capture_hints: bool = True,
     source: dict | None = None,
     download_dir: str | Path | None = None,
     **params,
@@ -50,7 +51,9 @@ def submit(
 
     The input is a file (``image``), objects rendered alone on white (``object``: one or a list; from
     an auto-framed front camera, or the scene camera with ``front=False``) or the scene camera's
-    render (``camera=True``); reconstruct mode takes ``frames`` (paths in order, or a folder) or a
+    render (``camera=True``). With ``capture_hints`` (and no ``orbit`` hints given, no view alignment) the
+    camera that rendered ``object`` becomes the reconstruction's orbit hints, and the mesh comes back at the
+    objects' size without measuring it. Reconstruct mode takes ``frames`` (paths in order, or a folder) or a
     ``video``. ``params`` are :class:`~droplet_blender.params.JobParams` fields (``mode``, ``steps``,
     ``width``, ``num_frames``, ``reconstruct``, ...). ``source`` (``{"centre", "size"}``) places the
     imported rig; by default the rendered objects' bounds. ``server``, ``token`` and ``download_dir``
@@ -76,8 +79,10 @@ def submit(
     elif object is not None:
         objs = object if isinstance(object, (list, tuple)) else [object]
         path = Path(tempfile.mkdtemp(prefix="droplet-input-")) / "input.png"
-        capture.render_alone(scene, objs, path, size, front=front)
-        inputs, found = {"image": path}, capture.selection_source(objs)
+        camera = capture.render_alone(scene, objs, path, size, front=front)
+        inputs, found = {"image": path}, capture.with_camera(capture.selection_source(objs), camera)
+        if capture_hints:
+            found = with_capture_hints(job_params, found)
         if job_params.background is None:  # the cut-out on white, as the panel's default
             job_params.background = "#ffffff"
     elif camera:

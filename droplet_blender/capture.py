@@ -1,7 +1,8 @@
 """Make the input image for a job from the panel's source setting (touches ``bpy``).
 
 Every capture returns the image path and the *source* the importer places the rig on: the world
-bounds centre and largest side of the selected objects (or of nothing: the world origin, size 1).
+bounds centre and largest side of the selected objects (or of nothing: the world origin, size 1), and
+``camera``: the orbit hints of the camera that rendered them (the generated orbit starts from its view).
 Whatever is changed in the scene to render is restored afterwards, also on failure.
 """
 
@@ -78,11 +79,27 @@ def capture(context: bpy.types.Context, settings, out_dir: Path) -> tuple[Path, 
         if context.scene.camera is None:
             raise CaptureError("The scene has no active camera to render from.")
         render_scene(context.scene, out, size)
-        return out, selection_source(selected)
+        source = selection_source(selected)
+        return out, with_camera(source, camera_orbit(context.scene.camera, source.get("centre"), size))
     if not any(o.type not in ("CAMERA", "LIGHT") for o in selected):
         raise CaptureError("Select the object(s) to send.")
-    render_alone(context.scene, selected, out, size, front=settings.view == "FRONT")
-    return out, selection_source(selected)
+    camera = render_alone(context.scene, selected, out, size, front=settings.view == "FRONT")
+    return out, with_camera(selection_source(selected), camera)
+
+
+def with_camera(source: dict, camera: dict | None) -> dict:
+    """``source`` with ``"camera"``: the orbit hints of the camera the input was rendered from."""
+    return {**source, "camera": camera} if source and camera else source
+
+
+def camera_orbit(cam: bpy.types.Object | None, centre, size: tuple[int, int]) -> dict | None:
+    """The orbit hints of ``cam`` (``geometry.capture_orbit``) for an image of ``size``; None unless it is a
+    perspective camera aimed level at ``centre``."""
+    if cam is None or centre is None or cam.type != "CAMERA" or cam.data.type != "PERSP":
+        return None
+    bpy.context.view_layer.update()
+    fov = geometry.fov_across_larger(cam.data.angle, cam.data.sensor_fit, *size)
+    return geometry.capture_orbit([list(row) for row in cam.matrix_world], tuple(centre), fov)
 
 
 def editor_image(context) -> bpy.types.Image | None:
@@ -163,9 +180,10 @@ def _isolated(scene, keep):
             o.hide_render = False
 
 
-def render_alone(scene, objects, out: Path, size, *, front: bool) -> None:
+def render_alone(scene, objects, out: Path, size, *, front: bool) -> dict | None:
     """Render ``objects`` with nothing else, as a cut-out (RGBA). The job sends the panel's background colour with
-    it: the server composites the cut-out on it and keeps its alpha as frame 0's exact mask."""
+    it: the server composites the cut-out on it and keeps its alpha as frame 0's exact mask. Returns the orbit
+    hints of the camera it rendered from (``camera_orbit``)."""
     cam = None
     saved_camera = scene.camera
     try:
@@ -175,6 +193,7 @@ def render_alone(scene, objects, out: Path, size, *, front: bool) -> None:
             scene.camera = cam
         with _isolated(scene, set(objects) | {scene.camera}):
             render_scene(scene, out, size, transparent=True)
+        return camera_orbit(scene.camera, selection_source(objects).get("centre"), size)
     finally:
         scene.camera = saved_camera
         if cam is not None:

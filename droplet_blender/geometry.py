@@ -64,6 +64,39 @@ def fov_from_focal(focal_px: float, width: int, height: int) -> float:
     return 2.0 * math.atan((max(width, height) / 2.0) / focal_px)
 
 
+def fov_across_larger(angle: float, sensor_fit: str, width: int, height: int) -> float:
+    """A Blender camera's field of view (radians) across the larger image side; ``angle`` is across the side its
+    ``sensor_fit`` names (AUTO: the larger one)."""
+    larger, smaller = max(width, height), min(width, height)
+    fitted_is_larger = sensor_fit == "AUTO" or (sensor_fit == "HORIZONTAL") == (width >= height)
+    if fitted_is_larger or larger == smaller:
+        return angle
+    return 2.0 * math.atan(math.tan(angle / 2.0) * larger / smaller)
+
+
+# A capture camera this far off aiming at the objects' centre, or rolled this much, is no orbit camera.
+CAPTURE_TOLERANCE_DEG = 2.0
+
+
+def capture_orbit(c2w: Matrix, centre: tuple[float, float, float], fov: float) -> dict | None:
+    """The orbit hints a capture camera gives (the generated orbit starts from its view): ``{elevation, fov,
+    radius, start_azimuth}`` in degrees and world units about ``centre``, as the service's ``orbit`` params; None
+    when the camera does not look at ``centre`` with its horizon level, as every orbit camera does."""
+    offset = [t - c for t, c in zip(translation(c2w), centre, strict=True)]
+    distance = math.sqrt(sum(v * v for v in offset))
+    if distance <= 0.0:
+        return None
+    forward = [-v for v in axis(c2w, 2)]
+    aim = -sum(f * v for f, v in zip(forward, offset, strict=True)) / distance
+    roll = axis(c2w, 0)[2]  # the right axis's rise: zero for a level horizon
+    tolerance = math.sin(math.radians(CAPTURE_TOLERANCE_DEG))
+    if aim < math.cos(math.radians(CAPTURE_TOLERANCE_DEG)) or abs(roll) > tolerance:
+        return None
+    x, y, z = offset
+    return {"elevation": math.degrees(math.asin(max(-1.0, min(1.0, z / distance)))), "fov": math.degrees(fov),
+            "radius": distance, "start_azimuth": math.degrees(math.atan2(x, -y))}
+
+
 def translation(m: Matrix) -> tuple[float, float, float]:
     return m[0][3], m[1][3], m[2][3]
 

@@ -1,6 +1,7 @@
 """Import a finished job folder into one collection per job (touches ``bpy``).
 
-Orbit jobs become a rig: an empty at the source's bounds centre scaled to its size, a camera per
+Orbit jobs become a rig: an empty at the source's bounds centre, scaled to its size (unless the job was
+reconstructed from the capture camera's distance, in world units already), a camera per
 frame (poses from ``transforms.json``), a plane per frame exactly filling its camera's view at the
 depth of the rig centre (emission + alpha), a turntable camera keyed to camera k's pose on frame k
 while only plane k is visible, and ``mesh.glb`` (Blender's glTF importer) parented to the rig.
@@ -47,7 +48,8 @@ def import_job(
 ) -> bpy.types.Collection:
     """Import (or re-import) the job in ``folder``; returns its collection.
 
-    ``source`` (``{"centre": [x, y, z], "size": s}``) places and scales the rig; by default the one
+    ``source`` (``{"centre": [x, y, z], "size": s}``, and ``"placement": "camera"`` for a job reconstructed
+    with its capture camera's hints) places and scales the rig; by default the one
     recorded when the job was submitted, else the world origin at scale 1. ``set_scene`` sets the
     scene's frame range, render size and camera to the job's.
     """
@@ -229,7 +231,10 @@ def _import_orbit(folder, coll, job_id, scene, source, set_scene, with_mesh) -> 
     if with_mesh and mesh_path.is_file():
         extent = _import_mesh(mesh_path, coll, rig, job_id) or extent
     centre = source.get("centre") or (0.0, 0.0, 0.0)
-    scale = float(source["size"]) / extent if source.get("size") else 1.0
+    # Reconstructed from the capture camera's distance, the job is in world units already; else it is fitted
+    # to the source's size by the mesh's largest extent.
+    camera_scale = source.get("placement") == "camera"
+    scale = float(source["size"]) / extent if source.get("size") and not camera_scale else 1.0
     rig.location = centre
     rig.scale = (scale, scale, scale)
 

@@ -9,7 +9,7 @@ import bpy
 
 from . import capture, runtime
 from .client import DropletClientError
-from .params import ParamError
+from .params import ParamError, with_capture_hints
 from .prefs import settings
 
 
@@ -88,6 +88,8 @@ class DROPLET_OT_generate(bpy.types.Operator):
             params = props.job_params()
             params.validate()
             inputs, source = capture.job_inputs(context, props, _staging(context))
+            if props.orbit_hints == "CAPTURE":
+                source = with_capture_hints(params, source)
         except (DropletClientError, ParamError, capture.CaptureError, RuntimeError) as exc:
             return _fail(self, context, str(exc))
         state = runtime.manager.submit(client, params, inputs, prefs.downloads(), source=source,

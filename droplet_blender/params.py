@@ -89,6 +89,19 @@ class JobParams:
         return data
 
 
+def with_capture_hints(params: JobParams, source: dict) -> dict:
+    """Give the reconstruction the camera the input was rendered from (``source["camera"]``, set by the capture) as
+    its orbit hints: the generated orbit starts from that view, so its elevation and field of view are known, and
+    its distance puts the mesh at the source's true size, without measuring the mesh. Not where hints were given,
+    nor with view alignment (which turns the input to another view first). Returns the source to record: marked
+    ``"placement": "camera"`` where the hints were used (the job comes back in world units about the centre)."""
+    camera = source.get("camera")
+    if params.mode != "orbit" or params.view_align or params.orbit is not None or not camera:
+        return source
+    params.orbit = dict(camera)
+    return {**source, "placement": "camera"}
+
+
 def hex_colour(rgb) -> str:
     """``#rrggbb`` of a colour given as three 0–1 display values."""
     return "#" + "".join(f"{round(min(max(c, 0.0), 1.0) * 255):02x}" for c in rgb)

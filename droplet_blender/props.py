@@ -63,8 +63,13 @@ class DropletSettings(bpy.types.PropertyGroup):
     view_align: bpy.props.BoolProperty(name="View Alignment",
                                        description="Turn the input to the canonical front view first")
     reconstruct: bpy.props.BoolProperty(name="Reconstruct Mesh", default=True)
-    use_hints: bpy.props.BoolProperty(name="Orbit Hints",
-                                      description="Give the orbit elevation and field of view instead of estimating")
+    orbit_hints: bpy.props.EnumProperty(
+        name="Orbit", default="CAPTURE",
+        items=[("CAPTURE", "From Capture", "The camera the objects or the scene were rendered from: its elevation, "
+                "field of view and distance (the mesh then comes back at the objects' true size); estimated from "
+                "the frames for an image or file input, or with View Alignment"),
+               ("ESTIMATE", "Estimate", "Elevation and field of view estimated from the generated frames"),
+               ("MANUAL", "Manual", "Give the orbit elevation and field of view")])
     hint_elevation: bpy.props.FloatProperty(name="Elevation", default=0.0, min=-89.0, max=89.0,
                                             description="Camera elevation of the orbit in degrees")
     hint_fov: bpy.props.FloatProperty(name="FOV", default=40.0, min=1.0, max=170.0,
@@ -90,7 +95,7 @@ class DropletSettings(bpy.types.PropertyGroup):
             num_frames=self.frames or None, fps=(self.fps or None) if self.mode == "video" else None,
             view_align=self.view_align if self.mode == "orbit" else False,
             reconstruct=self.reconstruct if self.mode == "orbit" else False,
-            orbit={"elevation": self.hint_elevation, "fov": self.hint_fov} if self.use_hints else None,
+            orbit={"elevation": self.hint_elevation, "fov": self.hint_fov} if self.orbit_hints == "MANUAL" else None,
             mesh={k: v for k, v in (("resolution", self.mesh_resolution), ("face_budget", self.face_budget)) if v}
             or None,
             # Selected objects are sent as a cut-out: the server composites it on this colour and keeps its alpha

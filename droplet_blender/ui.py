@@ -143,8 +143,10 @@ class DROPLET_PT_settings(_DropletPanel, bpy.types.Panel):
 
 
 def _draw_recon(layout, props) -> None:
-    layout.prop(props, "use_hints")
-    if props.use_hints:
+    layout.prop(props, "orbit_hints")
+    if props.orbit_hints == "CAPTURE" and (props.source in ("FILE", "IMAGE") or props.view_align):
+        layout.label(text="No capture camera: estimated from the frames", icon="INFO")
+    if props.orbit_hints == "MANUAL":
         row = layout.row(align=True)
         row.prop(props, "hint_elevation")
         row.prop(props, "hint_fov")

@@ -6,8 +6,9 @@ Two suites of orbits per object:
   ("true orbit": every parameter given, uniform cameras) and from the frames alone ("frames");
 - ``generated``: the same object on an orbit that looks generated (``render_orbit.Perturbation``: angular speed
   drifting up to ±12°, per-frame azimuth/elevation jitter, ±1.5 % zoom, ±4 % flicker, pixel noise; cw and ccw),
-  reconstructed with the nominal orbit's elevation, fov and direction as hints ("hints") and from the frames
-  alone ("frames").
+  reconstructed with the nominal orbit's elevation, fov and direction as hints ("hints"), from the frames
+  alone ("frames"), and with the true frame-0 camera's elevation, fov, distance and azimuth as hints ("capture":
+  what the add-on sends when it rendered the input itself, then importing the mesh unscaled).
 
 Objects are split as in ``render_orbit``: TUNE objects (the reconstruction's thresholds were chosen on them) and
 HELD_OUT objects (never tuned on); the means are printed for each group and the targets are read on the held-out
@@ -60,7 +61,7 @@ SCENES = {
 }
 TUNE = [name for name in TUNE_OBJECTS if name in SCENES]
 HELD_OUT = [name for name in HELD_OUT_OBJECTS if name in SCENES]
-MODES = {"clean": ("true orbit", "frames"), "generated": ("hints", "frames")}
+MODES = {"clean": ("true orbit", "frames"), "generated": ("hints", "frames", "capture")}
 RADIUS = 2.5
 PSNR_VIEWS = 4
 TIME = "/usr/bin/time"
@@ -73,7 +74,7 @@ def main() -> int:
     parser.add_argument("--num-frames", type=int, default=85)
     parser.add_argument("--samples", type=int, default=4, help="Cycles samples per pixel")
     parser.add_argument("--objects", nargs="+", default=TUNE + HELD_OUT, choices=TUNE + HELD_OUT)
-    parser.add_argument("--modes", nargs="+", choices=("true orbit", "hints", "frames"),
+    parser.add_argument("--modes", nargs="+", choices=("true orbit", "hints", "frames", "capture"),
                         help="only these reconstruction modes (default: both of each suite)")
     parser.add_argument("--ablate", nargs="+", default=[], metavar="FLAG",
                         help="also run each reconstruction with `--FLAG` (e.g. no-repair), side by side")
@@ -119,8 +120,14 @@ def _true_cameras(frames: Path, orbit: Orbit) -> Cameras:
 def _run(suite: str, name: str, mode: str, frames: Path, orbit: Orbit, truth: Cameras, args,
          extra: tuple[str, ...] = ()) -> dict:
     out = Path(tempfile.mkdtemp(prefix=f"bench-{name}-{suite}-"))
-    cmd = [str(REPO / ".venv/bin/droplet3d"), "reconstruct", str(frames / "frames"), "--out", str(out / "job"),
-           "--radius", str(orbit.radius), *extra]
+    cmd = [str(REPO / ".venv/bin/droplet3d"), "reconstruct", str(frames / "frames"), "--out", str(out / "job"), *extra]
+    if mode == "capture":  # the add-on's hints: the camera frame 0 was rendered from (the direction is measured)
+        azimuth, elevation, distance = (v[0] for v in truth.subset(np.arange(1)).spherical())
+        fov = json.loads((frames / "truth.json").read_text())["fov_deg"][0] if suite == "generated" else orbit.fov_deg
+        cmd += ["--elevation", str(elevation), "--fov", str(fov), "--radius", str(distance),
+                "--start-azimuth", str(azimuth)]
+    else:
+        cmd += ["--radius", str(orbit.radius)]
     if mode in ("true orbit", "hints"):
         cmd += ["--elevation", str(orbit.elevation_deg), "--fov", str(orbit.fov_deg),
                 "--direction", "ccw" if orbit.direction > 0 else "cw"]

@@ -56,6 +56,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-reconstruct", action="store_true", help="orbit mode: cameras only, no mesh")
     parser.add_argument("--elevation", type=float, help="orbit hint in degrees (else estimated)")
     parser.add_argument("--fov", type=float, help="orbit hint in degrees across the larger side (else estimated)")
+    parser.add_argument("--estimate-orbit", action="store_true",
+                        help="--object: estimate the orbit from the frames instead of taking the capture camera's "
+                             "elevation, fov and distance (the mesh is then fitted to the objects' size)")
     parser.add_argument("--mesh-resolution", type=int)
     parser.add_argument("--face-budget", type=int)
     parser.add_argument("--download-dir", type=Path, help="where the job folder goes (default: //droplet or temp)")
@@ -120,7 +123,8 @@ def main(argv: list[str]) -> int:
         else:
             job = droplet.submit(
                 image=args.image, object=objects or None, camera=args.camera, frames=args.frames, video=args.video,
-                server=args.server, token=args.token, download_dir=args.download_dir, **job_kwargs(args))
+                server=args.server, token=args.token, download_dir=args.download_dir,
+                capture_hints=not args.estimate_orbit, **job_kwargs(args))
         if args.no_wait:
             return report_submitted(job, args.timeout)
         print(f"blender_generate: job submitted ({job.mode}), waiting …", flush=True)

@@ -1,6 +1,7 @@
 """The extension installed through Blender's installer: registration, preferences, panel states, input capture,
 and the operators' error paths that need no server."""
 
+import math
 import sys
 import zipfile
 
@@ -128,6 +129,10 @@ def test_selected_objects_render_alone_from_an_auto_framed_front_camera(scene, t
     image = bpy.data.images.load(str(path))
     assert tuple(image.size) == (64, 64)
     assert source["centre"] == pytest.approx([2.0, 1.0, 0.5]) and source["size"] == pytest.approx(1.0)
+    # the front camera, as orbit hints about the cube's centre: level, 40°, framing its bounding sphere
+    distance = math.sqrt(3) / 2 / math.sin(math.radians(20)) * 1.1
+    assert source["camera"] == pytest.approx({"elevation": 0.0, "fov": 40.0, "radius": distance,
+                                              "start_azimuth": 0.0}, abs=1e-4)
     pixels = list(image.pixels)
     corner, centre = pixels[0:4], pixels[(32 * 64 + 32) * 4:(32 * 64 + 32) * 4 + 4]
     assert corner[3] == 0.0 and centre[3] == 1.0  # a cut-out: the cube, framed in the middle, on nothing
@@ -143,8 +148,13 @@ def test_camera_render_file_and_image_sources(scene, tmp_path):
     capture = module("capture")
     props = scene.droplet
     props.source = "CAMERA"
-    path, _ = capture.capture(bpy.context, props, tmp_path / "cam")
+    path, source = capture.capture(bpy.context, props, tmp_path / "cam")
     assert path.is_file() and tuple(bpy.data.images.load(str(path)).size) == (64, 64)
+    # the scene camera looks level at the cube's centre from 5 m: an orbit camera (Blender's default 50 mm lens)
+    assert source["camera"] == pytest.approx({"elevation": 0.0, "fov": math.degrees(2 * math.atan(18 / 50)),
+                                              "radius": 5.0, "start_azimuth": 0.0}, abs=1e-4)
+    scene.camera.rotation_euler[2] = math.radians(10)  # turned away from the cube: its render is no orbit view
+    assert "camera" not in capture.capture(bpy.context, props, tmp_path / "cam2")[1]
     props.source, props.filepath = "FILE", str(path)
     assert capture.capture(bpy.context, props, tmp_path / "file")[0] == path
     generated = bpy.data.images.new("Painted", 32, 16)
@@ -173,7 +183,7 @@ def test_panel_settings_become_the_job_params(scene):
     props = scene.droplet
     props.prompt, props.add_orbit_sentence, props.orbit_direction = "A  teapot,\n glazed.", True, "cw"
     props.random_seed, props.custom_size, props.frames = True, False, 0
-    props.use_hints, props.hint_elevation, props.mesh_resolution = True, 15.0, 64
+    props.orbit_hints, props.hint_elevation, props.mesh_resolution = "MANUAL", 15.0, 64
     body = props.job_params().to_json()
     assert body["prompt"].startswith("A teapot, glazed. The camera orbits") and "clockwise" in body["prompt"]
     assert "seed" not in body and "width" not in body and "num_frames" not in body

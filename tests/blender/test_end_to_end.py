@@ -11,6 +11,7 @@ warning, and the rig is imported without a mesh.
 """
 
 import json
+import math
 import urllib.request
 
 import bpy
@@ -57,7 +58,7 @@ def test_check_server_reports_device_models_and_queue(connected):
 def test_reconstruct_end_to_end_imports_cameras_planes_turntable_and_mesh_on_the_source(connected, orbit_frames):
     props = connected.droplet
     props.mode, props.frames_path = "reconstruct", str(orbit_frames)
-    props.use_hints, props.hint_elevation, props.hint_fov = True, 20.0, 45.0
+    props.orbit_hints, props.hint_elevation, props.hint_fov = "MANUAL", 20.0, 45.0
     props.mesh_resolution, props.face_budget = 32, 2000
     assert bpy.ops.droplet.generate() == {"FINISHED"}
     item = latest_job()
@@ -106,19 +107,29 @@ def test_reconstruct_end_to_end_imports_cameras_planes_turntable_and_mesh_on_the
 def test_generate_orbit_end_to_end_imports_cameras_planes_and_turntable_without_a_mesh(connected):
     props = connected.droplet
     props.mode, props.steps, props.frames, props.reconstruct = "orbit", 2, 9, False
+    assert props.source == "OBJECTS" and props.orbit_hints == "CAPTURE"  # the defaults: the cube, its camera
     assert bpy.ops.droplet.generate() == {"FINISHED"}
     pump_until(lambda: latest_job().status in ("succeeded", "failed", "cancelled"))
     item = latest_job()
     assert item.status == "succeeded", item.error
     coll = bpy.data.collections[item.collection]
     transforms = json.loads((module("jobs").Path(item.folder) / "transforms.json").read_text())
-    cams = [o for o in coll.all_objects if " Camera " in o.name]
+    cams = sorted((o for o in coll.all_objects if " Camera " in o.name), key=lambda o: o.name)
     planes = sorted((o for o in coll.all_objects if " Plane " in o.name), key=lambda o: o.name)
     assert len(cams) == len(planes) == len(transforms["frames"]) == 9
     assert not any(o.name.endswith(" Mesh") for o in coll.all_objects)  # no mesh was asked for
     assert tuple(planes[0].active_material.node_tree.nodes["Frame"].image.size) == (64, 64)
     connected.frame_set(connected.frame_start + 4)
     assert [p.name for p in planes if not p.hide_render] == [planes[4].name]
+    # The capture camera went to the server as the orbit hints, so the orbit comes back in world units: frame 0's
+    # camera stands where the front camera rendered the cube from, with its field of view, unscaled.
+    distance = math.sqrt(3) / 2 / math.sin(math.radians(20)) * 1.1
+    rig = next(o for o in coll.all_objects if o.name.endswith(" Rig"))
+    record = module("importer").job_record(module("jobs").Path(item.folder))
+    assert tuple(rig.scale) == (1, 1, 1) and record["source"]["placement"] == "camera"
+    bpy.context.view_layer.update()
+    assert (cams[0].matrix_world.to_translation() - Vector((2.0, 1.0 - distance, 0.5))).length < 0.02 * distance
+    assert math.degrees(cams[0].data.angle) == pytest.approx(40.0, abs=0.01)
 
 
 def test_orbit_whose_mesh_fails_imports_the_rig_without_a_mesh_and_shows_the_warning(connected):
@@ -237,7 +248,7 @@ def test_server_dying_mid_job_fails_the_job_with_the_reason(connected, tiny_ckpt
 def test_history_lists_finished_jobs_from_disk_and_reimports_idempotently(connected, orbit_frames):
     props = connected.droplet
     props.mode, props.frames_path = "reconstruct", str(orbit_frames)
-    props.use_hints, props.hint_elevation, props.hint_fov, props.mesh_resolution = True, 20.0, 45.0, 32
+    props.orbit_hints, props.hint_elevation, props.hint_fov, props.mesh_resolution = "MANUAL", 20.0, 45.0, 32
     bpy.ops.droplet.generate()
     pump_until(lambda: latest_job().status in ("succeeded", "failed", "cancelled"))
     job_id, collection = latest_job().job_id, latest_job().collection

@@ -93,6 +93,18 @@ def test_mesh_is_parented_to_the_rig_and_lands_on_the_source_at_its_size(empty_s
     assert sides == pytest.approx([scale * s for s in MESH_SIZE], abs=1e-4)  # Z-up kept: not lying on its side
 
 
+def test_a_job_reconstructed_from_the_capture_camera_stays_at_world_scale_on_the_source(empty_scene, orbit_job):
+    coll = importer.import_job(orbit_job, source={**SOURCE, "placement": "camera"})
+    bpy.context.view_layer.update()
+    rig = objects(coll, "Rig")[0]
+    assert tuple(rig.location) == pytest.approx(SOURCE["centre"]) and tuple(rig.scale) == (1, 1, 1)
+    cam0 = objects(coll, "Camera")[0]
+    assert (cam0.matrix_world.to_translation() - Vector(SOURCE["centre"])).length == pytest.approx(ORBIT["radius"])
+    mesh = objects(coll, "Mesh")[0]
+    corners = [mesh.matrix_world @ Vector(c) for c in mesh.bound_box]
+    assert geometry.bounds([tuple(c) for c in corners])[1] == pytest.approx(max(MESH_SIZE), abs=1e-4)  # not refitted
+
+
 def test_plain_image_job_without_source_sits_at_the_origin_at_unit_scale(empty_scene, orbit_job):
     coll = importer.import_job(orbit_job, source={})
     rig = objects(coll, "Rig")[0]

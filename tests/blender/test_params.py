@@ -1,14 +1,16 @@
 """Job parameters built by the add-on (pure Python) against the server's own strict request schema."""
 
 import json
+import math
 import subprocess
 
 import pytest
 from conftest import REPO, SERVER_PY
 
+from droplet_blender import geometry
 from droplet_blender import params as addon_params
 from droplet_blender.jobs import JobState, load_history
-from droplet_blender.params import JobParams, ParamError, orbit_sentence
+from droplet_blender.params import JobParams, ParamError, orbit_sentence, with_capture_hints
 
 CASES = [
     JobParams(prompt="a teapot"),
@@ -21,6 +23,7 @@ CASES = [
     JobParams(mode="reconstruct", profile="fast"),
     JobParams(prompt="a teapot", background="#ffffff"),
     JobParams(mode="reconstruct", background="#ffffff"),
+    JobParams(prompt="a teapot", orbit={"elevation": 12.5, "fov": 40.0, "radius": 3.2, "start_azimuth": -30.0}),
 ]
 
 
@@ -65,6 +68,47 @@ def test_bad_params_name_their_field_before_anything_is_sent(params, field):
     with pytest.raises(ParamError) as err:
         params.to_json()
     assert err.value.field == field
+
+
+def test_a_capture_camera_reads_back_as_the_servers_orbit_pose_it_sits_on():
+    poses = [(0.0, 0.0, 2.5), (-30.0, 12.5, 3.2), (135.0, -20.0, 1.1)]  # azimuth, elevation, distance
+    code = ("import json, sys; from droplet3d.orbit import camera_position, look_at\n"
+            "print(json.dumps([look_at(camera_position(a, e, d) + [1, 2, 3], [1, 2, 3]).tolist() "
+            "for a, e, d in json.load(sys.stdin)]))")
+    out = subprocess.run([str(SERVER_PY), "-c", code], input=json.dumps(poses), capture_output=True, text=True,
+                         timeout=60, cwd=REPO)
+    matrices = json.loads(out.stdout or "null") or pytest.fail(out.stderr[-2000:])
+    for (azimuth, elevation, distance), c2w in zip(poses, matrices, strict=True):
+        hints = geometry.capture_orbit(c2w, (1.0, 2.0, 3.0), 0.6)
+        assert hints == pytest.approx({"elevation": elevation, "fov": 34.377, "radius": distance,
+                                       "start_azimuth": azimuth}, abs=1e-3)
+    assert geometry.capture_orbit(matrices[1], (1.2, 2.0, 3.0), 0.6) is None  # aimed elsewhere: no orbit camera
+    rolled = [[row[1], -row[0], row[2], row[3]] for row in matrices[0][:3]] + [matrices[0][3]]  # about its axis
+    assert geometry.capture_orbit(rolled, (1.0, 2.0, 3.0), 0.6) is None  # a tilted horizon: no orbit camera either
+
+
+def test_the_fov_across_the_larger_side_follows_blenders_sensor_fit():
+    assert geometry.fov_across_larger(0.5, "AUTO", 320, 180) == 0.5
+    assert geometry.fov_across_larger(0.5, "HORIZONTAL", 320, 180) == 0.5
+    wider = geometry.fov_across_larger(0.5, "VERTICAL", 320, 180)
+    assert wider == pytest.approx(2 * math.atan(math.tan(0.25) * 320 / 180))
+    assert geometry.fov_across_larger(0.5, "VERTICAL", 64, 64) == 0.5
+
+
+def test_capture_hints_are_sent_unless_hints_were_given_or_the_view_is_realigned():
+    camera = {"elevation": 0.0, "fov": 40.0, "radius": 3.0, "start_azimuth": 0.0}
+    source = {"centre": [0, 0, 1], "size": 2.0, "camera": camera}
+    params = JobParams(prompt="a teapot")
+    placed = with_capture_hints(params, source)
+    assert params.orbit == camera and placed == {**source, "placement": "camera"}
+    assert params.to_json()["orbit"] == camera
+    for untouched in (JobParams(prompt="x", orbit={"fov": 30.0}), JobParams(prompt="x", view_align=True),
+                      JobParams(mode="video", prompt="x"), JobParams(mode="reconstruct")):
+        before = untouched.orbit
+        assert with_capture_hints(untouched, source) == source and untouched.orbit == before
+    plain = JobParams(prompt="x")
+    assert with_capture_hints(plain, {"centre": [0, 0, 0], "size": 1.0}) == {"centre": [0, 0, 0], "size": 1.0}
+    assert plain.orbit is None
 
 
 def test_orbit_sentence_follows_the_direction():

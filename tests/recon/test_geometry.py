@@ -5,7 +5,7 @@ import trimesh
 from conftest import load_glb_in_blender_world, rendered
 from droplet3d.orbit import Orbit
 from droplet3d.recon import ReconOptions, reconstruct
-from droplet3d.recon.metrics import surface_scores, volume_iou
+from droplet3d.recon.metrics import scale_aligned_f, surface_scores, volume_iou
 from PIL import Image
 
 
@@ -50,3 +50,13 @@ def test_wide_frames_use_the_fov_across_the_larger_side(tmp_path, suzanne):
     assert abs(result.orbit.elevation_deg - 25.0) <= 2.0 and abs(result.orbit.fov_deg - 40.0) <= 2.0
     mesh = load_glb_in_blender_world(result.mesh_path)
     assert surface_scores(mesh, trimesh.load(suzanne / "truth.ply"), samples=20000)["f@0.02"] > 0.8
+
+
+def test_scale_aligned_f_scores_the_shape_whatever_its_scale_but_not_a_wrong_shape():
+    truth = trimesh.creation.icosphere(subdivisions=4, radius=0.5)
+    grown = truth.copy().apply_scale(1.15)  # a field-of-view error: the right shape, the wrong size
+    assert surface_scores(grown, truth, samples=20000)["f@0.02"] < 0.1
+    f, scale = scale_aligned_f(grown, truth, samples=20000)
+    assert f > 0.97 and scale == pytest.approx(1 / 1.15, rel=0.01)
+    box = trimesh.creation.box(extents=(1.0, 1.0, 1.0))  # a wrong shape stays wrong at every scale
+    assert scale_aligned_f(box, truth, samples=20000)[0] < 0.5

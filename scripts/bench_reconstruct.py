@@ -60,6 +60,8 @@ SCENES = {
     "frame": dict(elevation_deg=30.0, fov_deg=40.0, direction=1, closed=False, alpha=False),
     "snowy": dict(elevation_deg=25.0, fov_deg=40.0, direction=-1, closed=False, alpha=False),
     "ring": dict(elevation_deg=20.0, fov_deg=40.0, direction=1, closed=False, alpha=False),
+    "penguin": dict(elevation_deg=15.0, fov_deg=45.0, direction=1, closed=False, alpha=False),
+    "bottle": dict(elevation_deg=20.0, fov_deg=35.0, direction=-1, closed=False, alpha=False),
 }
 TUNE = [name for name in TUNE_OBJECTS if name in SCENES]
 HELD_OUT = [name for name in HELD_OUT_OBJECTS if name in SCENES]
@@ -127,7 +129,7 @@ def _run(suite: str, name: str, mode: str, frames: Path, orbit: Orbit, truth: Ca
         azimuth, elevation, distance = (v[0] for v in truth.subset(np.arange(1)).spherical())
         fov = json.loads((frames / "truth.json").read_text())["fov_deg"][0] if suite == "generated" else orbit.fov_deg
         cmd += ["--elevation", str(elevation), "--fov", str(fov), "--radius", str(distance),
-                "--start-azimuth", str(azimuth)]
+                "--start-azimuth", str(azimuth), "--frame0-camera"]
     else:
         cmd += ["--radius", str(orbit.radius)]
     if mode in ("true orbit", "hints"):

@@ -33,13 +33,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BLENDER_PYTHON = REPO / ".venv-blender" / "bin" / "python"
 CACHE = Path(os.environ.get("DROPLET_RENDER_CACHE", REPO / ".cache" / "renders"))
-TUNE_OBJECTS = ("suzanne", "torus", "cup", "textured", "marker", "snowy", "ring")
+TUNE_OBJECTS = ("suzanne", "torus", "cup", "textured", "marker", "snowy", "ring", "penguin", "bottle")
 HELD_OUT_OBJECTS = ("panda", "pale", "vase", "vase_textured", "frame")
 OBJECTS = TUNE_OBJECTS + HELD_OUT_OBJECTS
 GREY = (0.8, 0.8, 0.8)
-# The background each object is meant to be seen on: parts of the panda match black, patches of "pale" and
-# "snowy" (its tune-side counterpart) white.
-BACKGROUNDS = {"panda": (0.0, 0.0, 0.0), "pale": (1.0, 1.0, 1.0), "snowy": (1.0, 1.0, 1.0)}
+# The background each object is meant to be seen on: parts of the panda and the penguin (its tune-side counterpart)
+# match black, patches of "pale" and "snowy" (its tune-side counterpart) white.
+BACKGROUNDS = {"panda": (0.0, 0.0, 0.0), "pale": (1.0, 1.0, 1.0), "snowy": (1.0, 1.0, 1.0),
+               "penguin": (0.0, 0.0, 0.0)}
 MARKER = (0.3, -0.2, 0.25)  # centre of the "marker" object's small emissive sphere (world, metres)
 SPEC_VERSION = 6  # bump when every scene changes so cached renders are redone
 SCENE_VERSIONS = {"cup": 3}  # bump one object's entry when only that scene changes
@@ -239,10 +240,15 @@ def _build_object(bpy, name: str):
         obj = _build_pale(bpy)
     elif name == "snowy":
         obj = _build_snowy(bpy)
+    elif name == "penguin":
+        obj = _build_penguin(bpy)
     elif name in ("vase", "vase_textured"):
         obj = _lathe(bpy, "vase", VASE_PROFILE)
         obj.data.materials.append(_material(bpy, "glaze", (0.55, 0.3, 0.2)) if name == "vase" else
                                   _material(bpy, "painted", (0.9, 0.85, 0.7), "paint"))
+    elif name == "bottle":  # the tune objects' textured body of revolution (vase_textured is the held-out one)
+        obj = _lathe(bpy, "bottle", BOTTLE_PROFILE)
+        obj.data.materials.append(_material(bpy, "label", (0.3, 0.55, 0.25), "noise"))
     elif name == "frame":
         obj = _build_chair(bpy)
     else:
@@ -256,6 +262,9 @@ def _build_object(bpy, name: str):
 VASE_PROFILE = [(0.0, -0.45), (0.17, -0.45), (0.19, -0.43), (0.16, -0.36), (0.22, -0.26), (0.29, -0.14),
                 (0.33, -0.02), (0.32, 0.08), (0.27, 0.18), (0.19, 0.27), (0.13, 0.34), (0.115, 0.41),
                 (0.13, 0.47), (0.16, 0.5), (0.15, 0.52), (0.0, 0.52)]
+# A wine bottle: straight body, shoulder, long neck, lip.
+BOTTLE_PROFILE = [(0.0, -0.5), (0.2, -0.5), (0.21, -0.48), (0.21, 0.05), (0.17, 0.16), (0.09, 0.26),
+                  (0.075, 0.36), (0.075, 0.46), (0.09, 0.48), (0.085, 0.5), (0.0, 0.5)]
 
 
 def _part(bpy, kind: str, location, scale=(1.0, 1.0, 1.0), rotation=(0.0, 0.0, 0.0), material=None):
@@ -338,6 +347,27 @@ def _build_snowy(bpy):
     for side in (-1.0, 1.0):
         parts.append(_part(bpy, "sphere", (side * 0.33, 0.04, -0.08), (0.16, 0.06, 0.06), (0.0, side * 0.5, 0.2),
                            material=grey))  # arm
+    return _union(bpy, body, parts)
+
+
+def _build_penguin(bpy):
+    """A standing penguin: black back, head and flippers that vanish into a black background, a white belly and
+    face, orange beak and feet; few corners to track, as on the panda (the held-out one)."""
+    black = _material(bpy, "feathers-black", (0.015, 0.015, 0.018))
+    white = _material(bpy, "feathers-white", (0.88, 0.88, 0.86))
+    orange = _material(bpy, "beak", (0.9, 0.45, 0.05))
+    body = _part(bpy, "sphere", (0.0, 0.0, -0.1), (0.24, 0.22, 0.36), material=black)
+    parts = [_part(bpy, "sphere", (0.0, -0.07, -0.14), (0.19, 0.17, 0.3), (0.0, 0.0, 0.05), material=white),  # belly
+             _part(bpy, "sphere", (0.0, 0.01, 0.33), (0.15, 0.14, 0.14), (0.0, 0.0, 0.1), material=black),  # head
+             _part(bpy, "sphere", (0.0, -0.13, 0.26), (0.06, 0.16, 0.03), (-0.5, 0.0, 0.0), material=orange)]
+    for side in (-1.0, 1.0):
+        parts += [
+            _part(bpy, "sphere", (side * 0.07, -0.1, 0.36), (0.045, 0.04, 0.05), material=white),  # cheek
+            _part(bpy, "sphere", (side * 0.25, 0.02, -0.05), (0.04, 0.1, 0.24), (0.0, side * 0.3, 0.1),
+                  material=black),  # flipper
+            _part(bpy, "sphere", (side * 0.1, -0.08, -0.46), (0.08, 0.12, 0.025), (0.0, 0.0, side * 0.3),
+                  material=orange),  # foot
+        ]
     return _union(bpy, body, parts)
 
 

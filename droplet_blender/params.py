@@ -98,7 +98,7 @@ def with_capture_hints(params: JobParams, source: dict) -> dict:
     camera = source.get("camera")
     if params.mode != "orbit" or params.view_align or params.orbit is not None or not camera:
         return source
-    params.orbit = dict(camera)
+    params.orbit = {**camera, "frame0": True}  # frame 0's own camera, not the orbit's mean
     return {**source, "placement": "camera"}
 
 

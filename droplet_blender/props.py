@@ -67,7 +67,7 @@ class DropletSettings(bpy.types.PropertyGroup):
         name="Orbit", default="CAPTURE",
         items=[("CAPTURE", "From Capture", "The camera the objects or the scene were rendered from: its elevation, "
                 "field of view and distance (the mesh then comes back at the objects' true size); estimated from "
-                "the frames for an image or file input, or with View Alignment"),
+                "the frames for an image or file input, in reconstruct mode, or with View Alignment"),
                ("ESTIMATE", "Estimate", "Elevation and field of view estimated from the generated frames"),
                ("MANUAL", "Manual", "Give the orbit elevation and field of view")])
     hint_elevation: bpy.props.FloatProperty(name="Elevation", default=0.0, min=-89.0, max=89.0,

@@ -144,7 +144,8 @@ class DROPLET_PT_settings(_DropletPanel, bpy.types.Panel):
 
 def _draw_recon(layout, props) -> None:
     layout.prop(props, "orbit_hints")
-    if props.orbit_hints == "CAPTURE" and (props.source in ("FILE", "IMAGE") or props.view_align):
+    uncaptured = props.mode == "reconstruct" or props.source in ("FILE", "IMAGE") or props.view_align
+    if props.orbit_hints == "CAPTURE" and uncaptured:
         layout.label(text="No capture camera: estimated from the frames", icon="INFO")
     if props.orbit_hints == "MANUAL":
         row = layout.row(align=True)

@@ -57,7 +57,7 @@ def recon_options(params: dict[str, Any]):
     hints = params.get("orbit") or {}
     mesh = params.get("mesh") or {}
     names = {"elevation": "elevation_deg", "fov": "fov_deg", "radius": "radius", "start_azimuth": "start_azimuth_deg",
-             "closed": "closed", "calibrate": "calibrate"}
+             "closed": "closed", "frame0": "frame0_camera", "calibrate": "calibrate"}
     kwargs = {target: hints[key] for key, target in names.items() if hints.get(key) is not None}
     if hints.get("direction") is not None:
         kwargs["direction"] = 1 if hints["direction"] == "ccw" else -1

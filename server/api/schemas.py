@@ -47,6 +47,8 @@ class OrbitHints(BaseModel):
     direction: Literal["ccw", "cw"] | None = None
     start_azimuth: float | None = Field(None, ge=-360, le=360, description="degrees")
     closed: bool | None = Field(None, description="the last frame repeats the first")
+    frame0: bool = Field(False, description="elevation, fov, radius and start azimuth are frame 0's own camera (the "
+                         "capture the orbit was generated from), not the orbit's mean")
     calibrate: bool = Field(False, description="estimate the orbit even where hints are given")
 
 

@@ -44,6 +44,7 @@ PIXEL_SIGMA = 1.0  # pixels (full size): the observations' noise
 HUBER = 2.0  # in PIXEL_SIGMA: residuals beyond this count linearly (false matches, sliding tracks)
 OUTLIER_PX = 4.0  # observations this far off after the first fit are dropped
 MAX_ITERATIONS = 40
+FRAME0_GAUGE = 1e-5  # a known frame 0 keeps its elevation (radians) and distance (relative) to this
 ELEVATION_JITTER_DEG = 1.0
 ZOOM_JITTER = 0.02
 SPEED_CHANGE = 0.5  # second difference of the azimuth, as a share of the mean step (weak: drift is real)
@@ -57,7 +58,12 @@ UNMEASURED_STD_DEG = UNDETERMINED_DEG / 2.0  # nothing told the values apart: th
 MAX_BACKSTEP_SHARE = 0.5
 MAX_TURN_ERROR_DEG = 45.0  # generated turns miss 360° by far less
 UNCERTAIN_STD_DEG = 4.0  # a measured value this unsure is kept, with a warning
-REFEREE_PX, REFEREE_SHARE = 0.02, 0.1  # how much worse than the uniform orbit per-frame poses may fit the outlines
+AZIMUTH_BLIND_PX = 0.1  # outlines that fit shuffled azimuths within this of the even turn cannot check azimuths
+REJECTED_TRACKS_STD_DEG = 6.0  # the tracks' elevation when their poses gave way to the even turn: uncertain
+# How much better than the even turn a silhouette drift must fit the outlines to replace it. Tracked poses only
+# need to fit no worse: where they fit worse, even slightly (a chair's sparse tracks: 6 % worse, up to 11° off),
+# they are wrong, and on a true turntable the even turn is the truth.
+REFEREE_PX, REFEREE_SHARE = 0.02, 0.1
 TRACK_PRIOR_DEG = 10.0  # how far the bundle adjustment may move the silhouettes' elevation and fov
 # The bundle adjustment's own standard deviation of the elevation leaves out its model's error (zoom taken as a
 # dolly, tracks that slide a little): a floor, from the tune scenes' generated-like orbits (errors up to 1.4°).
@@ -91,17 +97,19 @@ class FrameCameras:
 
 
 def adjust_cameras(tracks: Tracks, orbit: Orbit, width: int, height: int, elevation_std_deg: float = 90.0,
-                   fov_std_deg: float = 5.0) -> FrameCameras | None:
+                   fov_std_deg: float = 5.0, frame0: bool = False) -> FrameCameras | None:
     """Per-frame cameras fitted to ``tracks``, starting from the uniform ``orbit``; None with too few tracks.
 
     ``elevation_std_deg`` / ``fov_std_deg``: how far the mean elevation and the field of view may leave
-    ``orbit``'s (their prior uncertainty: small when given, the silhouettes' when estimated).
+    ``orbit``'s (their prior uncertainty: small when given, the silhouettes' when estimated). ``frame0``: the
+    orbit's elevation, radius and fov are frame 0's own camera (the capture the orbit was generated from), so frame
+    0 carries no jitter or zoom of its own and the others' are measured from it; else from the frames' mean.
     """
     tracks = _strongest(tracks, MAX_POINTS)
     if tracks.count < MIN_TRACKS:
         return None
     n = orbit.num_frames
-    priors = (orbit.elevation_deg, elevation_std_deg, orbit.fov_deg, fov_std_deg)
+    priors = (orbit.elevation_deg, elevation_std_deg, orbit.fov_deg, fov_std_deg, frame0)
     problem = _Problem(tracks, n, orbit.radius, width, height, *priors)
     with threadpool_limits(1):  # small dense blocks: BLAS threads only fight over the cores
         return _adjust(problem, tracks, orbit, width, height, priors)
@@ -138,11 +146,14 @@ def _adjust(problem: _Problem, tracks: Tracks, orbit: Orbit, width: int, height:
 
 
 class _Problem:
-    """Parameters ``[φ_1..φ_{N−1}, δ_0..δ_{N−1}, ζ_0..ζ_{N−1}, Θ, fov, X (3P)]`` (angles in radians) and residuals."""
+    """Parameters ``[φ_1..φ_{N−1}, δ_0..δ_{N−1}, ζ_0..ζ_{N−1}, Θ, fov, X (3P)]`` (angles in radians) and residuals.
+
+    Gauges: ``Θ`` and ``R`` are the frames' mean elevation and distance (``δ``, ``ζ`` average to zero), or frame 0's
+    own with ``frame0`` (``δ_0 = ζ_0 = 0``)."""
 
     def __init__(self, tracks: Tracks, n: int, radius: float, width: int, height: int, elevation_deg: float,
-                 elevation_std_deg: float, fov_deg: float, fov_std_deg: float) -> None:
-        self.tracks, self.n, self.radius = tracks, n, radius
+                 elevation_std_deg: float, fov_deg: float, fov_std_deg: float, frame0: bool = False) -> None:
+        self.tracks, self.n, self.radius, self.frame0 = tracks, n, radius, frame0
         self.width, self.height = width, height
         self.theta_prior, self.theta_std = math.radians(elevation_deg), math.radians(max(elevation_std_deg, 1e-3))
         self.fov_prior, self.fov_std = math.radians(fov_deg), math.radians(max(fov_std_deg, 1e-3))
@@ -198,13 +209,17 @@ class _Problem:
         priors = [
             np.degrees(delta) / ELEVATION_JITTER_DEG,
             zeta / ZOOM_JITTER,
-            [np.mean(zeta) / 1e-3],  # the radius is the scale gauge
-            [np.mean(delta) / 1e-3],  # Θ is the mean elevation (so a given one is kept)
+            [self._gauge(zeta)],  # the radius is the scale gauge
+            [self._gauge(delta)],  # Θ is the (mean) elevation: a given one is kept
             np.degrees(np.diff(phi, 2)) / self.speed_change_deg if n > 2 else [],
             [(x[3 * n - 1] - self.theta_prior) / self.theta_std],
             [(x[3 * n] - self.fov_prior) / self.fov_std],
         ]
         return np.concatenate([self.reprojection(x).ravel() / PIXEL_SIGMA, *map(np.ravel, priors)])
+
+    def _gauge(self, offsets: np.ndarray) -> float:
+        """The gauge residual of per-frame offsets (δ or ζ): frame 0's (held exactly: it is known) or their mean."""
+        return offsets[0] / FRAME0_GAUGE if self.frame0 else float(np.mean(offsets)) / 1e-3
 
     def jacobian(self, x: np.ndarray) -> sparse.csr_matrix:
         """The residuals' exact Jacobian (sparse: each observation sees one camera, one point and the shared Θ, fov)."""
@@ -260,8 +275,9 @@ class _Problem:
         row += n
         put(row + np.arange(n), 2 * n - 1 + np.arange(n), np.full(n, 1.0 / ZOOM_JITTER))
         row += n
-        put(np.full(n, row), 2 * n - 1 + np.arange(n), np.full(n, 1.0 / (n * 1e-3)))
-        put(np.full(n, row + 1), n - 1 + np.arange(n), np.full(n, 1.0 / (n * 1e-3)))
+        gauge = np.eye(n)[0] / FRAME0_GAUGE if self.frame0 else np.full(n, 1.0 / (n * 1e-3))
+        put(np.full(n, row), 2 * n - 1 + np.arange(n), gauge)
+        put(np.full(n, row + 1), n - 1 + np.arange(n), gauge)
         row += 2
         scale = math.degrees(1.0) / self.speed_change_deg
         for i, w in enumerate((1.0, -2.0, 1.0)):  # φ_{r} − 2φ_{r+1} + φ_{r+2}; φ_0 is fixed
@@ -407,13 +423,13 @@ class CameraEstimate:
 
 def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevation: float | None = None,
                      fov: float | None = None, direction: int | None = None, closed: bool | None = None,
-                     per_frame: bool = True) -> CameraEstimate:
+                     per_frame: bool = True, frame0: bool = False) -> CameraEstimate:
     """Shared orbit parameters from the silhouettes, then each frame's own pose from feature tracks.
 
     1 silhouettes → a uniform orbit (elevation, fov, direction, loop); 2 tracks → the direction, where the
     silhouettes cannot tell it; 3 bundle adjustment → every frame's pose; 4 silhouettes again, on those poses →
     the shared elevation and fov, and how sure they are; 5 priors for what nothing measured, with warnings.
-    Parameters given (not None) are kept.
+    Parameters given (not None) are kept; ``frame0``: they are frame 0's own camera (see ``adjust_cameras``).
     """
     given = {"elevation": elevation, "fov": fov, "direction": direction, "closed": closed}
     # Without per-frame poses the uniform orbit is the answer: polish it now; else only if the referee keeps it.
@@ -445,7 +461,7 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
     if tracks is not None:
         report.update(tracks=tracks.count, observations=len(tracks.frame))
         fit = adjust_cameras(tracks, orbit, w, h, _prior_std(elevation, uncertainty["elevation_deg"]),
-                             _prior_std(fov, uncertainty["fov_deg"]))
+                             _prior_std(fov, uncertainty["fov_deg"]), frame0)
         if fit is not None and not _one_turn(fit, orbit):
             # Features fixed to the world, not the object (shading on an untextured body), describe no turn.
             report["tracks_rejected"] = "the tracked poses do not make one turn in one direction"
@@ -467,7 +483,7 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
                 # silhouettes' values.
                 again = _orbit_at(orbit, theta, phi)
                 fit = adjust_cameras(tracks, again, w, h, _prior_std(elevation, uncertainty["elevation_deg"]),
-                                     1e-3) or fit
+                                     1e-3, frame0) or fit
         cameras_at = _family(fit)
         by_tracks = {"elevation_deg": fit.elevation_deg, "fov_deg": fit.fov_deg}
         # The tracks pin the elevation but hardly the fov (it trades off against the steps): the fov is the
@@ -496,21 +512,33 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
     orbit = _confident_orbit(orbit, confidence)
     cameras, referee = orbit.cameras(), None
     if cameras_at is not None:
-        # The silhouettes referee: per-frame poses that fit them clearly worse than the uniform orbit does (a
-        # perfect turntable with short, sliding tracks) give way to it.
+        # The silhouettes referee: per-frame poses that fit them worse than the uniform orbit does (a perfect
+        # turntable with short, sliding tracks; sparse tracks that bend the turn) give way to it.
         # Each side at its own best elevation and fov.
         referee = fine_outline_score(masks)
         per_frame = cameras_at(orbit.elevation_deg, orbit.fov_deg)
         scores = referee.score(per_frame), referee(cal.orbit)
         report.update(per_frame_score_px=round(scores[0], 4), uniform_score_px=round(scores[1], 4))
-        if scores[0] <= scores[1] + max(REFEREE_PX, REFEREE_SHARE * scores[1]):
+        if scores[0] <= scores[1]:
             cameras = per_frame
+            if _blind_to_azimuth(referee, orbit):
+                confidence["azimuth_deg"]["outlines"] = "unchanging"
         else:
             cal = polish_orbit(masks, cal, elevation is None, fov is None)
             confidence["azimuth_deg"] = {"source": "silhouettes", "uniform": True}
             for name, value in (("elevation_deg", cal.orbit.elevation_deg), ("fov_deg", cal.orbit.fov_deg)):
-                if confidence[name]["source"] not in ("given", "prior"):
-                    confidence[name].update(value=value, std=cal.uncertainty[name] / 2.0, source="silhouettes")
+                entry, std = confidence[name], cal.uncertainty[name] / 2.0
+                if entry["source"] in ("given", "prior"):
+                    continue
+                if entry["source"] == "tracks":
+                    # Poses that gave way make their elevation suspect too, but it may still be the only
+                    # measurement (a textured body of revolution, whose outlines tell none): kept, with a warning,
+                    # unless the outlines on the even turn are surer.
+                    entry["std"] = max(entry["std"], REJECTED_TRACKS_STD_DEG)
+                    if std >= entry["std"]:
+                        continue
+                # Measured by the outlines on the poses that gave way: measured again on the even turn.
+                entry.update(value=value, std=std, source="silhouettes")
             # The polished values face the same test as the first ones: what they leave unmeasured is the prior's,
             # in the orbit as in the manifest.
             warnings = _apply_priors(confidence)
@@ -539,6 +567,17 @@ def _drift_if_better(masks: np.ndarray, orbit: Orbit, referee: OutlineScore, con
     confidence["azimuth_deg"] = {"source": "silhouettes", "drift": True, "tracks": tracks,
                                  "largest_drift_deg": round(float(np.abs(turned).max()), 2)}
     return drifted
+
+
+def _blind_to_azimuth(referee: OutlineScore, orbit: Orbit) -> bool:
+    """Whether the outlines cannot tell one azimuth from another (a body of revolution): shuffling the even turn's
+    azimuths fits them about as well. Every other object's outlines then fit far worse (0.5 px and more on the
+    tune objects, 0.03 px on a bottle)."""
+    azimuths = orbit.azimuths_deg()
+    shuffled = azimuths.copy()
+    shuffled[1:] = np.random.default_rng(0).permutation(azimuths[1:])
+    cameras = Cameras.on_sphere(shuffled, orbit.elevation_deg, orbit.radius, orbit.fov_deg)
+    return referee.score(cameras) - referee(orbit) < AZIMUTH_BLIND_PX
 
 
 def _measurement(elevation_deg: float, fov_deg: float, half_widths: dict) -> dict:
@@ -642,6 +681,10 @@ def _azimuth_warnings(entry: dict) -> list[dict]:
         warnings.append({"code": "camera_prior", "field": "azimuth",
                          "message": "the tracked poses fit the silhouettes worse than an even turn: frames are "
                                     "assumed evenly spaced around the turn"})
+    elif entry.get("outlines") == "unchanging":
+        warnings.append({"code": "camera_uncertain", "field": "azimuth",
+                         "message": "the outline looks the same from every side (a body of revolution): the frames' "
+                                    "azimuths rest on the tracked texture alone, which nothing else can check"})
     elif entry.get("frames_without_tracks"):
         count = entry["frames_without_tracks"]
         warnings.append({"code": "camera_prior", "field": "azimuth",

@@ -20,6 +20,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--radius", type=float, help="orbit radius in metres (sets the mesh's scale; default 2)")
     p.add_argument("--direction", choices=("ccw", "cw"), help="direction of travel seen from above")
     p.add_argument("--start-azimuth", type=float, help="azimuth of frame 0 in degrees (default 0: front view)")
+    p.add_argument("--frame0-camera", action="store_true",
+                   help="the given elevation, fov and radius are frame 0's own camera (the capture the orbit was "
+                        "generated from), not the orbit's mean: the other frames' jitter and zoom are measured from it")
     loop = p.add_mutually_exclusive_group()
     loop.add_argument("--closed", dest="closed", action="store_true", default=None,
                       help="the last frame repeats the first")
@@ -56,7 +59,8 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     formats = ("glb", *(f for f in dict.fromkeys(args.formats or ()) if f != "glb"))
     options = ReconOptions(
         elevation_deg=args.elevation, fov_deg=args.fov, radius=args.radius, direction=args.direction,
-        start_azimuth_deg=args.start_azimuth, closed=args.closed, calibrate=args.calibrate, per_frame=args.per_frame,
+        start_azimuth_deg=args.start_azimuth, closed=args.closed, frame0_camera=args.frame0_camera,
+        calibrate=args.calibrate, per_frame=args.per_frame,
         resolution=args.resolution, carve=args.carve, repair=args.repair, face_budget=args.face_budget,
         texture_size=args.texture_size, formats=formats, matting=args.matting,
         **({"matting_model": args.matting_model} if args.matting_model else {}))

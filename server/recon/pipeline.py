@@ -57,6 +57,7 @@ class ReconOptions:
     direction: int | str | None = None  # +1/"ccw" or −1/"cw"
     start_azimuth_deg: float | None = None
     closed: bool | None = None
+    frame0_camera: bool = False  # the given elevation/fov/radius/start azimuth are frame 0's camera (a capture)
     calibrate: bool = False  # estimate elevation/fov/direction/closed even when given
     per_frame: bool = True  # each frame's own pose from feature tracks (False: the uniform orbit)
     resolution: int = 128  # grid cells along the object's longest side
@@ -294,7 +295,8 @@ def _frames_masks_orbit(source: Path, options: ReconOptions, run: _Run):
     if options.calibrate:
         given = dict.fromkeys(given)
     t0 = time.perf_counter()
-    estimate = estimate_cameras(frames.rgb, masks, base, **given, per_frame=options.per_frame)
+    estimate = estimate_cameras(frames.rgb, masks, base, **given, per_frame=options.per_frame,
+                                frame0=options.frame0_camera and not options.calibrate)
     for warning in estimate.warnings:
         log.warning("%s", warning["message"])
     calibration = {"estimated": sorted(k for k, v in given.items() if v is None), **estimate.report,

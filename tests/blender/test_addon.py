@@ -53,6 +53,12 @@ def test_panel_draws_in_every_source_and_mode_state(scene):
                 assert any("words" in t for t in texts)
     props.source = "OBJECTS"
     assert "Cube" in draw_panels().texts()
+    # Orbit › From Capture: the rendered objects' camera; a file has none, so the panel says it is estimated
+    props.mode, props.reconstruct, props.orbit_hints = "orbit", True, "CAPTURE"
+    assert not any("No capture camera" in t for t in draw_panels().texts())
+    props.source = "FILE"
+    assert "No capture camera: estimated from the frames" in draw_panels().texts()
+    props.source = "OBJECTS"
     scene.camera = None
     props.source = "CAMERA"
     assert "No active camera" in draw_panels().texts()

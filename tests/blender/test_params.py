@@ -23,7 +23,8 @@ CASES = [
     JobParams(mode="reconstruct", profile="fast"),
     JobParams(prompt="a teapot", background="#ffffff"),
     JobParams(mode="reconstruct", background="#ffffff"),
-    JobParams(prompt="a teapot", orbit={"elevation": 12.5, "fov": 40.0, "radius": 3.2, "start_azimuth": -30.0}),
+    JobParams(prompt="a teapot", orbit={"elevation": 12.5, "fov": 40.0, "radius": 3.2, "start_azimuth": -30.0,
+                                        "frame0": True}),
 ]
 
 
@@ -100,8 +101,8 @@ def test_capture_hints_are_sent_unless_hints_were_given_or_the_view_is_realigned
     source = {"centre": [0, 0, 1], "size": 2.0, "camera": camera}
     params = JobParams(prompt="a teapot")
     placed = with_capture_hints(params, source)
-    assert params.orbit == camera and placed == {**source, "placement": "camera"}
-    assert params.to_json()["orbit"] == camera
+    assert params.orbit == {**camera, "frame0": True} and placed == {**source, "placement": "camera"}
+    assert params.to_json()["orbit"] == {**camera, "frame0": True}  # frame 0's own camera, not the orbit's mean
     for untouched in (JobParams(prompt="x", orbit={"fov": 30.0}), JobParams(prompt="x", view_align=True),
                       JobParams(mode="video", prompt="x"), JobParams(mode="reconstruct")):
         before = untouched.orbit

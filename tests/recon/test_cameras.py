@@ -8,7 +8,17 @@ import pytest
 from conftest import render_orbit, rendered
 from droplet3d.orbit import Cameras, Orbit, project
 from droplet3d.recon import ReconOptions, calibrate, orbit_cameras, reconstruct
-from droplet3d.recon.cameras import MIN_TRACKS, TRACK_FLOOR_DEG, adjust_cameras, tracked_elevation_std
+from droplet3d.recon.cameras import (
+    MIN_TRACKS,
+    REJECTED_TRACKS_STD_DEG,
+    TRACK_FLOOR_DEG,
+    UNMEASURED_STD_DEG,
+    adjust_cameras,
+    estimate_cameras,
+    tracked_elevation_std,
+)
+from droplet3d.recon.frames import load_frames
+from droplet3d.recon.masks import compute_masks
 from droplet3d.recon.tracks import Tracks
 from PIL import Image
 
@@ -54,6 +64,29 @@ def test_bundle_adjustment_recovers_every_frames_azimuth_of_a_drifting_orbit():
     np.testing.assert_allclose(fit.cameras.spherical()[1], elevation, atol=0.5)
     assert fit.azimuth_std_deg[0] == 0.0 and 0.0 < fit.azimuth_std_deg[1:].max() < 0.5  # φ_0 is the gauge
     assert fit.pinned.all() and fit.rms_px < 1.0
+
+
+def test_a_known_frame_0_camera_anchors_the_others_zoom_and_jitter_and_the_scale():
+    azimuth, elevation = _drifting_cameras(DRIFTING)
+    wobble = np.cos(2 * np.pi * np.arange(DRIFTING.num_frames) / DRIFTING.num_frames)
+    zoom, elevation = 1.0 + 0.015 * wobble, elevation + 0.5 * wobble  # frame 0: 1.5 % farther, 0.5° above the mean
+    truth = Cameras.on_sphere(azimuth, elevation, 2.5 * zoom, 40.0)
+    tracks = _tracks_on_an_ellipsoid(truth, 256, noise_px=0.3)
+    # The capture camera: frame 0's own elevation and distance, given as the orbit's.
+    capture = Orbit(num_frames=DRIFTING.num_frames, elevation_deg=float(elevation[0]), fov_deg=40.0,
+                    radius=2.5 * float(zoom[0]), direction=DRIFTING.direction)
+    anchored = adjust_cameras(tracks, capture, 256, 256, 1e-3, 1e-3, frame0=True)
+    _, elevations, distances = anchored.cameras.spherical()
+    assert elevations[0] == pytest.approx(elevation[0], abs=0.01)
+    assert distances[0] == pytest.approx(2.5 * zoom[0], rel=1e-3)
+    np.testing.assert_allclose(distances, 2.5 * zoom, rtol=5e-3)  # the others' zoom measured from frame 0
+    assert abs(np.mean(distances / (2.5 * zoom)) - 1.0) < 3e-3  # so the scale is right
+    np.testing.assert_allclose(elevations, elevation, atol=0.3)
+    # Read as the orbit's mean instead, frame 0's own offsets shift every frame: scale and elevation are off.
+    mean = adjust_cameras(tracks, capture, 256, 256, 1e-3, 1e-3)
+    _, elevations, distances = mean.cameras.spherical()
+    assert np.abs(distances / (2.5 * zoom) - 1.0).mean() > 0.008
+    assert np.abs(elevations - elevation).mean() > np.abs(anchored.cameras.spherical()[1] - elevation).mean()
 
 
 def test_the_tracks_elevation_is_as_unsure_as_its_distance_from_the_silhouettes_measurement():
@@ -190,3 +223,44 @@ def test_a_cup_seen_from_above_keeps_its_outline_direction_and_a_consistent_orbi
     for name, value in (("elevation_deg", estimated.elevation_deg), ("fov_deg", estimated.fov_deg)):
         assert abs(confidence[name]["value"] - value) < 1e-3
         assert (confidence[name]["std"] > 4.0) == (name in {w["field"] for w in calibration["warnings"]})
+
+
+def test_tracked_poses_that_fit_the_outlines_worse_than_the_even_turn_give_way_to_it():
+    # A true turntable: its sliding tracks bend the turn a little, and the outlines say so; the even turn is kept.
+    orbit = Orbit(num_frames=24, elevation_deg=15.0, fov_deg=50.0, radius=2.5)
+    frames = load_frames(rendered("textured", orbit) / "frames")
+    estimate = estimate_cameras(frames.rgb, compute_masks(frames.rgb), Orbit(num_frames=24, radius=2.5),
+                                elevation=15.0, fov=50.0, direction=1)
+    assert estimate.report["tracks_used"] >= MIN_TRACKS
+    assert estimate.report["per_frame_score_px"] > estimate.report["uniform_score_px"]
+    assert estimate.confidence["azimuth_deg"] == {"source": "silhouettes", "uniform": True}
+    np.testing.assert_allclose(estimate.cameras.spherical()[0], orbit.azimuths_deg(), atol=1e-6)
+
+
+def test_the_elevation_of_tracked_poses_that_gave_way_is_kept_only_as_uncertain():
+    # A soft-textured bottle on a true turntable: its outlines tell no elevation, its sliding tracks do (badly), and
+    # their poses give way to the even turn. Their elevation stays the only measurement, flagged as uncertain.
+    orbit = Orbit(num_frames=24, elevation_deg=20.0, fov_deg=35.0, radius=2.5, direction=-1)
+    frames = load_frames(rendered("bottle", orbit) / "frames")
+    estimate = estimate_cameras(frames.rgb, compute_masks(frames.rgb), Orbit(num_frames=24, radius=2.5))
+    assert estimate.confidence["azimuth_deg"] == {"source": "silhouettes", "uniform": True}
+    assert estimate.report["on_even_turn"]["elevation_deg_std"] >= UNMEASURED_STD_DEG  # the outlines cannot tell
+    elevation = estimate.confidence["elevation_deg"]
+    assert elevation["source"] == "tracks" and elevation["std"] == REJECTED_TRACKS_STD_DEG
+    assert estimate.orbit.elevation_deg == pytest.approx(elevation["value"], abs=1e-3)
+    assert {"code": "camera_uncertain", "field": "elevation_deg"} in [
+        {k: w[k] for k in ("code", "field")} for w in estimate.warnings]
+
+
+def test_azimuths_that_the_outlines_cannot_check_are_flagged_on_a_body_of_revolution():
+    # A soft-textured bottle on a generated-like orbit: its tracked poses fit the outlines better than an even turn
+    # (through their elevation jitter and zoom), but a shuffled turn fits them as well: its azimuths are unchecked.
+    orbit = Orbit(num_frames=24, elevation_deg=20.0, fov_deg=35.0, radius=2.5, direction=-1)
+    folder = render_orbit.render("bottle", orbit, size=128, samples=8, perturbation=render_orbit.Perturbation(seed=3))
+    frames = load_frames(folder / "frames")
+    estimate = estimate_cameras(frames.rgb, compute_masks(frames.rgb), Orbit(num_frames=24, radius=2.5),
+                                elevation=20.0, fov=35.0, direction=-1)
+    assert estimate.confidence["azimuth_deg"]["source"] == "tracks"
+    assert estimate.confidence["azimuth_deg"]["outlines"] == "unchanging"
+    assert [(w["code"], w["field"]) for w in estimate.warnings] == [("camera_uncertain", "azimuth")]
+    assert "body of revolution" in estimate.warnings[0]["message"]

@@ -79,8 +79,7 @@ def submit(
     elif object is not None:
         objs = object if isinstance(object, (list, tuple)) else [object]
         path = Path(tempfile.mkdtemp(prefix="droplet-input-")) / "input.png"
-        camera = capture.render_alone(scene, objs, path, size, front=front)
-        inputs, found = {"image": path}, capture.with_camera(capture.selection_source(objs), camera)
+        inputs, found = {"image": path}, capture.render_alone(scene, objs, path, size, front=front)
         if capture_hints:
             found = with_capture_hints(job_params, found)
         if job_params.background is None:  # the cut-out on white, as the panel's default

@@ -83,8 +83,7 @@ def capture(context: bpy.types.Context, settings, out_dir: Path) -> tuple[Path, 
         return out, with_camera(source, camera_orbit(context.scene.camera, source.get("centre"), size))
     if not any(o.type not in ("CAMERA", "LIGHT") for o in selected):
         raise CaptureError("Select the object(s) to send.")
-    camera = render_alone(context.scene, selected, out, size, front=settings.view == "FRONT")
-    return out, with_camera(selection_source(selected), camera)
+    return out, render_alone(context.scene, selected, out, size, front=settings.view == "FRONT")
 
 
 def with_camera(source: dict, camera: dict | None) -> dict:
@@ -180,10 +179,10 @@ def _isolated(scene, keep):
             o.hide_render = False
 
 
-def render_alone(scene, objects, out: Path, size, *, front: bool) -> dict | None:
+def render_alone(scene, objects, out: Path, size, *, front: bool) -> dict:
     """Render ``objects`` with nothing else, as a cut-out (RGBA). The job sends the panel's background colour with
-    it: the server composites the cut-out on it and keeps its alpha as frame 0's exact mask. Returns the orbit
-    hints of the camera it rendered from (``camera_orbit``)."""
+    it: the server composites the cut-out on it and keeps its alpha as frame 0's exact mask. Returns their source
+    with the orbit hints of the camera it rendered from (``camera_orbit``)."""
     cam = None
     saved_camera = scene.camera
     try:
@@ -193,7 +192,8 @@ def render_alone(scene, objects, out: Path, size, *, front: bool) -> dict | None
             scene.camera = cam
         with _isolated(scene, set(objects) | {scene.camera}):
             render_scene(scene, out, size, transparent=True)
-        return camera_orbit(scene.camera, selection_source(objects).get("centre"), size)
+        source = selection_source(objects)
+        return with_camera(source, camera_orbit(scene.camera, source.get("centre"), size))
     finally:
         scene.camera = saved_camera
         if cam is not None:

@@ -31,7 +31,7 @@ from .cameras import estimate_cameras
 from .carving import carve_concavities
 from .export import textured_mesh, write_mesh
 from .frames import IMAGE_SUFFIXES, Frames, load_frames, with_frame0_alpha
-from .hull import CONSISTENT, carve_hull, forgiving_field, unexplained_fraction, voting_field
+from .hull import CONSISTENT, GRAZING_VOTE, carve_hull, forgiving_field, unexplained_fraction, voting_field
 from .limits import MAX_RESOLUTION, MIN_RESOLUTION
 from .mask_repair import repair_masks
 from .masks import MATTING, frame_masks
@@ -270,7 +270,8 @@ def _hull_field(masks: np.ndarray, turn: slice, cameras: Cameras, estimated: boo
                          "message": f"the masks contradict each other ({unexplained:.0%} of a view's foreground "
                                     f"unexplained by the others; parts of the object likely match the background): "
                                     f"a point was kept unless more than {hull.forgive} of {len(cameras)} views see "
-                                    f"it outside, so concavities few views see into may be filled; learned matting "
+                                    f"it outside (near the surface: {GRAZING_VOTE:.0%} of the views that see it "
+                                    f"edge-on), so concavities few views see into may be filled; learned matting "
                                     f"(`droplet3d fetch-models`) gives consistent masks"})
     mask_info["hull"] = {"unexplained": round(unexplained, 4), "forgiven_views": hull.forgive, "views": len(cameras)}
     return masks, hull

@@ -80,6 +80,10 @@ class SilhouetteField:
         return out
 
     def _evaluate(self, points: np.ndarray, skip: int | np.ndarray | None) -> np.ndarray:
+        return self._reduce(points, self._per_view(points, skip))
+
+    def _per_view(self, points: np.ndarray, skip: int | np.ndarray | None) -> np.ndarray:
+        """``(V, M) float32``: each view's signed distance at the points' projections (skipped views: +inf)."""
         n, count = len(points), len(self.views)
         proj = self.proj[:, :, :3] @ points.T + self.proj[:, :, 3:]  # (V, 3, M)
         depth = proj[:, 2]
@@ -104,7 +108,11 @@ class SilhouetteField:
             values[skip, np.arange(n)] = np.inf
         elif skip is not None:
             values[skip] = np.inf
+        return values
+
+    def _reduce(self, points: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """The field from the views' values ``(V, M)``: the (forgive+1)-th smallest, plus the tolerance."""
         if self.forgive == 0:
             return values.min(axis=0) + self.tolerance_px
-        return np.partition(values, min(self.forgive, count - 1), axis=0)[min(self.forgive, count - 1)] + \
-            self.tolerance_px
+        k = min(self.forgive, len(values) - 1)
+        return np.partition(values, k, axis=0)[k] + self.tolerance_px

@@ -74,6 +74,28 @@ def test_masks_that_contradict_each_other_are_told_from_consistent_ones():
     assert voting_field(bitten, orbit.cameras(), estimated=False).forgive == round(0.22 * 36)
 
 
+def test_the_vote_near_the_surface_is_taken_among_the_views_that_see_it_edge_on():
+    orbit = Orbit(num_frames=36, elevation_deg=20.0, fov_deg=40.0, radius=2.5)
+    masks = sphere_masks(orbit)
+    field = voting_field(masks, orbit.cameras(), estimated=False)
+    plain = forgiving_field(masks, orbit.cameras(), estimated=False, forgive=field.forgive)
+    # 5 % beyond the equator only views within about 20° of edge-on see the point outside: fewer than a plain vote
+    # needs, but most of those that see the surface there edge-on.
+    beyond = np.array([[1.05 * RADIUS, 0.0, 0.0], [0.0, 1.05 * RADIUS, 0.0]])
+    assert (plain(beyond) > 0).all() and (field(beyond) < 0).all()
+    # Views that look at the surface head-on cannot cut it: a bite in every view (a patch of background colour)
+    # still leaves the ball's inside.
+    rng = np.random.default_rng(2)
+    bitten = masks.copy()
+    for k in range(len(bitten)):
+        v, u = np.argwhere(bitten[k])[rng.integers(bitten[k].sum())]
+        cv2.circle(bitten[k].view(np.uint8), (int(u), int(v)), 10, 0, -1)
+    inner = rng.normal(size=(2000, 3))
+    inner *= 0.9 * RADIUS / np.linalg.norm(inner, axis=1, keepdims=True)
+    assert (voting_field(bitten, orbit.cameras(), estimated=False)(inner) > 0).mean() > 0.97
+    assert (forgiving_field(bitten, orbit.cameras(), estimated=False)(inner) > 0).mean() < 0.1  # the strict hull
+
+
 def test_a_hull_that_two_bad_views_empty_is_rebuilt_by_voting(tmp_path):
     orbit = Orbit(num_frames=36, elevation_deg=20.0, fov_deg=40.0, radius=2.5)
     masks = sphere_masks(orbit)

@@ -7,6 +7,7 @@ so the cost grows with the surface area rather than the volume.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -34,6 +35,14 @@ GRAZING_VOTE = 0.45
 GRAZING_COS = 0.5  # edge-on: the line of sight within 30° of the surface's tangent plane
 NORMAL_CELLS = 64  # grid over the hull for its surface normals
 CHECK_GRID = 48  # cells along the object's longest side for the consistency check
+# A view whose mask alone cuts away this share of the hull slipped (a matte that lost a part in that frame). The
+# tune objects' colour and alpha masks (clean and generated-like, 36 frames): at most 0.016, the box's flat faces,
+# which a single edge-on view trims; with a disc of 15 % of the object cut from 2 or 4 views' alphas (cup, box,
+# torus, ring, penguin): 0.024–0.18.
+SLIP_SHARE = 0.02
+SLIP_FLOOR = 0.005  # a smaller cut is no slip however badly the others agree
+AGREED = 0.002  # unexplained foreground of masks that agree (the tune objects' at most 0.0008)
+MAX_SLIPPED = 0.2  # more views than this share cutting alone is no slip: the masks contradict each other
 
 
 @dataclass
@@ -45,16 +54,18 @@ class Volume:
     spacing: float
 
 
-def forgiving_field(masks: np.ndarray, cameras: Cameras, estimated: bool, forgive: int | None = None
-                    ) -> SilhouetteField:
+def forgiving_field(masks: np.ndarray, cameras: Cameras, estimated: bool, forgive: int | None = None,
+                    views: np.ndarray | None = None) -> SilhouetteField:
     """The hull's silhouette field, voting: a point dies only when more views than span ``FORGIVE_DEG`` of the
     turn see it outside their masks by more than the pose uncertainty can explain (in pixels at the object).
 
     Forgiving more views fattens every hull (measured on the tuning objects: 5 % of 36 views costs 0.01–0.03
     of F@0.02), so only one view's slip is forgiven on dense orbits; parts that colour loses in many views are
-    the matting's and the mask repair's to keep. ``forgive`` overrides how many views may disagree.
+    the matting's and the mask repair's to keep. ``forgive`` overrides how many views may disagree; ``views``
+    (indices) leaves the others out.
     """
-    return SilhouetteField(masks, cameras, forgive=default_forgive(len(cameras)) if forgive is None else forgive,
+    count = len(cameras) if views is None else len(views)
+    return SilhouetteField(masks, cameras, views=views, forgive=default_forgive(count) if forgive is None else forgive,
                            tolerance_px=_pose_tolerance_px(masks, cameras, estimated))
 
 
@@ -116,6 +127,34 @@ class GrazingVoteField(SilhouetteField):
         edge_on = np.where(~grazing & (values < 0), np.inf, values)
         k = np.minimum((GRAZING_VOTE * grazing.sum(axis=0)).astype(np.int64), len(values) - 1)
         return np.minimum(vote, np.take_along_axis(np.sort(edge_on, axis=0), k[None], axis=0)[0] + self.tolerance_px)
+
+
+def slipped_views(field: SilhouetteField, masks: np.ndarray) -> np.ndarray:
+    """Indices of the views whose masks alone cut parts away (a matte that slipped in that frame): those cutting
+    more than ``SLIP_SHARE`` of the hull, then, while the others' hull leaves more than ``AGREED`` of their
+    foreground unexplained, the next largest cutter above ``SLIP_FLOOR`` (a thin part is a small share). None
+    when more than ``MAX_SLIPPED`` of the views would be.
+
+    A point is cut by one view more than the field forgives; each of those views is charged with it. A matte
+    that lost a part in one frame carves a tunnel that no other view's silhouette can contradict (they see the
+    object through it), so the share it cuts tells it, not the unexplained foreground.
+    """
+    lenient = copy.copy(field)  # shares the views' distance images
+    lenient.forgive = field.forgive + 1
+    points, _ = inside_points(lenient, CHECK_GRID)
+    outside = lenient.per_view(points) + field.tolerance_px < 0
+    share = outside[:, outside.sum(axis=0) > field.forgive].sum(axis=1) / len(points)
+    order = np.argsort(share)[::-1]
+    count = int((share > SLIP_SHARE).sum())
+    limit = int(MAX_SLIPPED * len(field.views))
+    while 0 < count < limit and share[order[count]] > SLIP_FLOOR:
+        kept = np.setdiff1d(np.arange(len(field.views)), order[:count])
+        others = SilhouetteField(masks[field.views], field.cameras, views=kept, forgive=field.forgive,
+                                 tolerance_px=field.tolerance_px)
+        if unexplained_fraction(others, masks[field.views]) <= AGREED:
+            break
+        count += 1
+    return np.sort(field.views[order[:count]]) if count <= limit else np.zeros(0, np.int64)
 
 
 def unexplained_fraction(field: SilhouetteField, masks: np.ndarray) -> float:

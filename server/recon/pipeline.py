@@ -31,7 +31,15 @@ from .cameras import estimate_cameras
 from .carving import carve_concavities
 from .export import textured_mesh, write_mesh
 from .frames import IMAGE_SUFFIXES, Frames, load_frames, with_frame0_alpha
-from .hull import CONSISTENT, GRAZING_VOTE, carve_hull, forgiving_field, unexplained_fraction, voting_field
+from .hull import (
+    CONSISTENT,
+    GRAZING_VOTE,
+    carve_hull,
+    forgiving_field,
+    slipped_views,
+    unexplained_fraction,
+    voting_field,
+)
 from .limits import MAX_RESOLUTION, MIN_RESOLUTION
 from .mask_repair import repair_masks
 from .masks import MATTING, frame_masks
@@ -144,7 +152,7 @@ def reconstruct(source: str | Path, out_dir: str | Path, options: ReconOptions |
     run.done("hull")
     carved = 0
     if options.carve:
-        volume, carved = carve_concavities(volume, field_, frames.rgb[turn], masks[turn], field_.cameras)
+        volume, carved = carve_concavities(volume, field_, frames.rgb[turn], masks[turn], turn_cameras)
     run.done("carving")
     mesh = extract_surface(volume, options.face_budget)
     if not mesh.is_watertight:
@@ -153,7 +161,7 @@ def reconstruct(source: str | Path, out_dir: str | Path, options: ReconOptions |
                                     f"{options.face_budget} faces (raise the face budget for a closed one)"})
     run.done("surface")
     vertices, faces, uv = build_atlas(mesh)
-    texture = bake_texture(vertices, faces, uv, frames.rgb[turn], field_.cameras, options.texture_size)
+    texture = bake_texture(vertices, faces, uv, frames.rgb[turn], turn_cameras, options.texture_size)
     textured = textured_mesh(vertices, faces, uv, texture, vertex_colours(texture, uv))
     run.done("texture")
 
@@ -253,15 +261,20 @@ def orbit_cameras(job_dir: str | Path, options: ReconOptions | None = None, *, m
 
 def _hull_field(masks: np.ndarray, turn: slice, cameras: Cameras, estimated: bool, repair: bool, mask_info: dict,
                 warnings: list[dict]) -> tuple[np.ndarray, SilhouetteField]:
-    """The masks and the hull's field. Consistent masks get the forgiving field. Masks that contradict each other
-    (parts of the object matching the background) are repaired (unless ``repair`` is off) and get the voting field,
-    with a warning. Records both decisions in ``mask_info``."""
+    """The masks and the hull's field. Consistent masks get the forgiving field. Where a few views' masks alone
+    cut parts away (a matte that slipped there) and the others agree without them, it is built without them, with
+    a warning. Masks that contradict each other (parts of the object matching the background) are repaired
+    (unless ``repair`` is off) and get the voting field, with a warning. Records the decisions in ``mask_info``."""
     hull = forgiving_field(masks[turn], cameras, estimated)
-    try:
-        unexplained = unexplained_fraction(hull, masks[turn])
-    except ReconstructionError:  # the strict hull is empty: nothing of any view is explained
-        unexplained = 1.0
-    if unexplained > CONSISTENT:
+    unexplained = _unexplained(hull, masks[turn])
+    slipped, agreed = _without_slips(hull, masks[turn], cameras, estimated)
+    if agreed is not None:
+        hull, after = agreed
+        warnings.append({"code": "masks_slipped", "field": "matting",
+                         "message": f"the masks of frames {', '.join(map(str, slipped.tolist()))} alone cut away "
+                                    f"parts of the object that the other views show (a matte that lost a part "
+                                    f"there): the hull was built without them"})
+    elif unexplained > CONSISTENT:
         if repair:
             masks = masks.copy()
             masks[turn], mask_info["repaired"] = repair_masks(masks[turn], cameras, estimated)
@@ -273,8 +286,33 @@ def _hull_field(masks: np.ndarray, turn: slice, cameras: Cameras, estimated: boo
                                     f"it outside (near the surface: {GRAZING_VOTE:.0%} of the views that see it "
                                     f"edge-on), so concavities few views see into may be filled; learned matting "
                                     f"(`droplet3d fetch-models`) gives consistent masks"})
-    mask_info["hull"] = {"unexplained": round(unexplained, 4), "forgiven_views": hull.forgive, "views": len(cameras)}
+    mask_info["hull"] = {"unexplained": round(unexplained, 4), "forgiven_views": hull.forgive, "views": len(cameras),
+                         "slipped_views": slipped.tolist() if agreed is not None else []}
+    if agreed is not None:
+        mask_info["hull"]["unexplained_without_slipped"] = round(after, 4)
     return masks, hull
+
+
+def _unexplained(field: SilhouetteField, masks: np.ndarray) -> float:
+    try:
+        return unexplained_fraction(field, masks)
+    except ReconstructionError:  # the hull is empty: nothing of any view is explained
+        return 1.0
+
+
+def _without_slips(hull: SilhouetteField, masks: np.ndarray, cameras: Cameras, estimated: bool
+                   ) -> tuple[np.ndarray, tuple[SilhouetteField, float] | None]:
+    """The views that slipped, and the field without them with its unexplained fraction when the other views'
+    masks agree (else None)."""
+    try:
+        slipped = slipped_views(hull, masks)
+    except ReconstructionError:  # even forgiving one more view leaves nothing
+        return np.zeros(0, np.int64), None
+    if len(slipped) == 0:
+        return slipped, None
+    field = forgiving_field(masks, cameras, estimated, views=np.setdiff1d(np.arange(len(cameras)), slipped))
+    after = _unexplained(field, masks)
+    return slipped, ((field, after) if after <= CONSISTENT else None)
 
 
 def _job_warnings(warnings: list[dict]) -> list[dict]:

@@ -79,6 +79,12 @@ class SilhouetteField:
             out[start:start + chunk] = self._evaluate(np.asarray(points[start:start + chunk], np.float32), part)
         return out
 
+    def per_view(self, points: np.ndarray) -> np.ndarray:
+        """``(V, M) float32``: every view's signed distance at the points' projections, before the vote."""
+        chunk = max(1, BLOCK // len(self.views))
+        return np.concatenate([self._per_view(np.asarray(points[s:s + chunk], np.float32), None)
+                               for s in range(0, len(points), chunk)], axis=1)
+
     def _evaluate(self, points: np.ndarray, skip: int | np.ndarray | None) -> np.ndarray:
         return self._reduce(points, self._per_view(points, skip))
 

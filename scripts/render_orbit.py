@@ -147,6 +147,37 @@ def _flicker_and_noise(frames: Path, gain: list[float], perturbation: Perturbati
         Image.fromarray(np.clip(image.round(), 0, 255).astype(np.uint8)).save(path)
 
 
+def slip_mattes(render_folder: Path, views: int = 3, seed: int = 0, size: float = 0.15) -> Path:
+    """A copy of an alpha render in which ``views`` frames' alpha lost a disc ``size`` of the object's extent
+    across, centred on a random pixel of the object: a learned matte that slipped in a few frames (a part missing
+    there, inside the outline or at it). Cached beside the render."""
+    import shutil
+
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    folder = render_folder.with_name(f"{render_folder.name}-slip{views}-{seed}")
+    if (folder / "done").exists():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(render_folder, folder)
+    (folder / "done").unlink()
+    rng = np.random.default_rng(seed)
+    paths = sorted((folder / "frames").glob("*.png"))
+    for k in sorted(rng.choice(len(paths), views, replace=False)):
+        image = np.array(Image.open(paths[k]))
+        ys, xs = np.nonzero(image[..., 3] >= 128)
+        i = rng.integers(len(ys))
+        radius = round(size * max(np.ptp(ys), np.ptp(xs)))
+        lost = cv2.circle(np.zeros(image.shape[:2], np.uint8), (int(xs[i]), int(ys[i])), radius, 1, -1)
+        image[..., 3][lost > 0] = 0
+        Image.fromarray(image).save(paths[k])
+    (folder / "slipped.json").write_text(json.dumps({"views": views, "seed": seed, "size": size}))
+    (folder / "done").write_text("ok")
+    return folder
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Blender side (bpy only below this line)
 

@@ -176,6 +176,9 @@ def _run(suite: str, name: str, mode: str, frames: Path, orbit: Orbit, truth: Ca
         "fov_err": abs(manifest["orbit"]["fov_deg"] - truth.fov_deg),
         "direction_ok": manifest["orbit"]["direction"] == orbit.direction,
         "warnings": [w["field"] for w in manifest["calibration"].get("warnings", [])],
+        # How the hull treated the masks: masks_slipped (views left out) or masks_inconsistent (repair and vote).
+        "mask_warnings": [w["code"] for w in manifest["warnings"]
+                          if w["code"] in ("masks_slipped", "masks_inconsistent")],
         "recon_s": manifest["timings_s"]["total"], "calibration_s": manifest["calibration"]["seconds"],
         "peak_rss_mb": peak_kb / 1024.0, "faces": manifest["mesh"]["faces"],
     })
@@ -213,7 +216,8 @@ def _format_row(r: dict) -> str:
             f"{r['placed_f@0.02']:.3f} | {r['aligned_f@0.02']:.3f} (×{r['aligned_scale']:.3f}) | "
             f"{r['azimuth_err_mean']:.2f} / {r['azimuth_err_max']:.2f} | {r['elevation_err']:.2f} / "
             f"{r['fov_err']:.2f} | {'ok' if r['direction_ok'] else 'WRONG'} | {r['recon_s']:.1f} "
-            f"({r['calibration_s']:.1f}) | {r['peak_rss_mb']:.0f} | {', '.join(r['warnings']) or '—'} |{psnr_cell}")
+            f"({r['calibration_s']:.1f}) | {r['peak_rss_mb']:.0f} | "
+            f"{', '.join(r['warnings'] + r.get('mask_warnings', [])) or '—'} |{psnr_cell}")
 
 
 def _means(rows: list[dict]) -> list[str]:

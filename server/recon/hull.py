@@ -31,7 +31,7 @@ VOTING = 0.22  # fraction of the views that may see a point outside when the mas
 # Near the surface only the views that see it edge-on can cut it (the others look at it through the object), so
 # there a point also dies when this fraction of those views sees it outside. Chosen on the tune objects: snowy
 # (colour masks; 0.3 / 0.45 gave F@0.02 0.53 / 0.60 against 0.61 plain) and penguin and ring from their true
-# alphas with a part cut from 4 views' masks (penguin 0.54–0.58 → 0.67–0.72 at 0.45, ring 0.56 → 0.61).
+# alphas with a part cut from 2 or 4 views' masks (penguin 0.54–0.58 → 0.67–0.72 at 0.45, ring 0.56 → 0.61).
 GRAZING_VOTE = 0.45
 GRAZING_COS = 0.5  # edge-on: the line of sight within 30° of the surface's tangent plane
 NORMAL_CELLS = 64  # grid over the hull for its surface normals

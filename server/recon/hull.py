@@ -41,6 +41,10 @@ CHECK_GRID = 48  # cells along the object's longest side for the consistency che
 # which a single edge-on view trims; with a disc of 15 % of the object cut from 2 or 4 views' alphas (cup, box,
 # torus, ring, penguin): 0.024–0.18.
 SLIP_SHARE = 0.02
+# Two neighbouring frames may lose the same part: charged also with the points that two views more than the field
+# forgives cut, a view slipped beyond this share (tune objects' masks at most 0.029, the box's flat faces again;
+# the same disc cut from two neighbouring frames of the cup, torus and penguin: 0.064–0.20).
+PAIRED_SHARE = 0.05
 SLIP_FLOOR = 0.005  # a smaller cut is no slip however badly the others agree
 AGREED = 0.002  # unexplained foreground of masks that agree (the tune objects' at most 0.0008)
 MAX_SLIPPED = 0.2  # more views than this share cutting alone is no slip: the masks contradict each other
@@ -132,23 +136,27 @@ class GrazingVoteField(SilhouetteField):
 
 def slipped_views(field: SilhouetteField, masks: np.ndarray) -> np.ndarray:
     """Indices of the views whose masks alone cut parts away (a matte that slipped in that frame): those cutting
-    more than ``SLIP_SHARE`` of the hull, then, while the others' hull leaves more than ``AGREED`` of their
-    foreground unexplained, the next largest cutter above ``SLIP_FLOOR`` (a thin part is a small share). None
-    when more than ``MAX_SLIPPED`` of the views would be.
+    more than ``SLIP_SHARE`` of the hull alone, or ``PAIRED_SHARE`` together with one other view, then, while the
+    others' hull leaves more than ``AGREED`` of their foreground unexplained, the next largest cutter above
+    ``SLIP_FLOOR`` (a thin part is a small share). None when more than ``MAX_SLIPPED`` of the views would be.
 
-    A point is cut by one view more than the field forgives; each of those views is charged with it. A matte
-    that lost a part in one frame carves a tunnel that no other view's silhouette can contradict (they see the
-    object through it), so the share it cuts tells it, not the unexplained foreground.
+    A point cut by one (or two) views more than the field forgives is charged to each of them. A matte that lost a
+    part in one frame carves a tunnel that no other view's silhouette can contradict (they see the object through
+    it), so the share it cuts tells it, not the unexplained foreground.
     """
     lenient = copy.copy(field)  # shares the views' distance images
-    lenient.forgive = field.forgive + 1
+    lenient.forgive = field.forgive + 2
     points, _ = inside_points(lenient, CHECK_GRID)
     outside = lenient.per_view(points) + field.tolerance_px < 0
-    share = outside[:, outside.sum(axis=0) > field.forgive].sum(axis=1) / len(points)
-    order = np.argsort(share)[::-1]
-    count = int((share > SLIP_SHARE).sum())
+    cut_by = outside.sum(axis=0)
+    alone = cut_by <= field.forgive + 1  # the points of the hull that forgives one view more
+    single = outside[:, alone & (cut_by > field.forgive)].sum(axis=1) / max(int(alone.sum()), 1)
+    paired = outside[:, cut_by > field.forgive].sum(axis=1) / len(points)
+    flagged = (single > SLIP_SHARE) | (paired > PAIRED_SHARE)
+    order = np.lexsort((-single, ~flagged))  # the flagged first, then by the share they cut alone
+    count = int(flagged.sum())
     limit = int(MAX_SLIPPED * len(field.views))
-    while 0 < count < limit and share[order[count]] > SLIP_FLOOR:
+    while 0 < count < limit and single[order[count]] > SLIP_FLOOR:
         kept = np.setdiff1d(np.arange(len(field.views)), order[:count])
         others = SilhouetteField(masks[field.views], field.cameras, views=kept, forgive=field.forgive,
                                  tolerance_px=field.tolerance_px)

@@ -152,7 +152,9 @@ def reconstruct(source: str | Path, out_dir: str | Path, options: ReconOptions |
     run.done("hull")
     carved = 0
     if options.carve:
-        volume, carved = carve_concavities(volume, field_, frames.rgb[turn], masks[turn], turn_cameras)
+        # The views the hull kept: a slipped view's mask would mark its lost part as background here too.
+        views = field_.views
+        volume, carved = carve_concavities(volume, field_, frames.rgb[turn][views], masks[turn][views], field_.cameras)
     run.done("carving")
     mesh = extract_surface(volume, options.face_budget)
     if not mesh.is_watertight:

@@ -308,7 +308,7 @@ def _without_slips(hull: SilhouetteField, masks: np.ndarray, cameras: Cameras, e
     masks agree (else None)."""
     try:
         slipped = slipped_views(hull, masks)
-    except ReconstructionError:  # even forgiving one more view leaves nothing
+    except ReconstructionError:  # even forgiving two more views leaves nothing
         return np.zeros(0, np.int64), None
     if len(slipped) == 0:
         return slipped, None

@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from ..errors import ReconstructionError
 from ..orbit import Cameras, project
-from .silhouettes import SilhouetteField
+from .silhouettes import SilhouetteField, signed_distance
 
 FORGIVE_DEG = 5.0  # views within this much azimuth may see a point outside their masks before it dies
 POSE_SIGMA_DEG = {False: 0.0, True: 0.5}  # angular pose uncertainty: orbit given / estimated from the frames
@@ -38,7 +38,7 @@ NORMAL_CELLS = 64  # grid over the hull for its surface normals
 CHECK_GRID = 48  # cells along the object's longest side for the consistency check
 # A view whose mask alone cuts away this share of the hull slipped (a matte that lost a part in that frame). The
 # tune objects' colour and alpha masks (clean and generated-like, 36 frames): at most 0.016, the box's flat faces,
-# which a single edge-on view trims; with a disc of 15 % of the object cut from 2 or 4 views' alphas (cup, box,
+# which a single edge-on view trims; with a disc of radius 15 % of the object cut from 2 or 4 views' alphas (cup, box,
 # torus, ring, penguin): 0.024–0.18.
 SLIP_SHARE = 0.02
 # Two neighbouring frames may lose the same part: charged also with the points that two views more than the field
@@ -156,9 +156,11 @@ def slipped_views(field: SilhouetteField, masks: np.ndarray) -> np.ndarray:
     order = np.lexsort((-single, ~flagged))  # the flagged first, then by the share they cut alone
     count = int(flagged.sum())
     limit = int(MAX_SLIPPED * len(field.views))
+    if 0 < count < limit:  # each try below leaves other views out: their distance images are computed once
+        sdt = np.stack([signed_distance(masks[k]) for k in field.views])
     while 0 < count < limit and single[order[count]] > SLIP_FLOOR:
         kept = np.setdiff1d(np.arange(len(field.views)), order[:count])
-        others = SilhouetteField(masks[field.views], field.cameras, views=kept, forgive=field.forgive,
+        others = SilhouetteField(masks[field.views], field.cameras, views=kept, sdt=sdt[kept], forgive=field.forgive,
                                  tolerance_px=field.tolerance_px)
         if unexplained_fraction(others, masks[field.views]) <= AGREED:
             break

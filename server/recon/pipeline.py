@@ -270,8 +270,10 @@ def _hull_field(masks: np.ndarray, turn: slice, cameras: Cameras, estimated: boo
     hull = forgiving_field(masks[turn], cameras, estimated)
     unexplained = _unexplained(hull, masks[turn])
     slipped, agreed = _without_slips(hull, masks[turn], cameras, estimated)
+    slips: dict = {"slipped_views": []}
     if agreed is not None:
         hull, after = agreed
+        slips = {"slipped_views": slipped.tolist(), "unexplained_without_slipped": round(after, 4)}
         warnings.append({"code": "masks_slipped", "field": "matting",
                          "message": f"the masks of frames {', '.join(map(str, slipped.tolist()))} alone cut away "
                                     f"parts of the object that the other views show (a matte that lost a part "
@@ -289,9 +291,7 @@ def _hull_field(masks: np.ndarray, turn: slice, cameras: Cameras, estimated: boo
                                     f"edge-on), so concavities few views see into may be filled; learned matting "
                                     f"(`droplet3d fetch-models`) gives consistent masks"})
     mask_info["hull"] = {"unexplained": round(unexplained, 4), "forgiven_views": hull.forgive, "views": len(cameras),
-                         "slipped_views": slipped.tolist() if agreed is not None else []}
-    if agreed is not None:
-        mask_info["hull"]["unexplained_without_slipped"] = round(after, 4)
+                         **slips}
     return masks, hull
 
 

@@ -10,7 +10,7 @@ Three suites of orbits per object:
   alone ("frames"), and with the true frame-0 camera's elevation, fov, distance and azimuth as hints ("capture":
   what the add-on sends when it rendered the input itself, then importing the mesh unscaled);
 - ``slip``: the perfect turntable with exact alpha (what a good learned matte gives), except that in 3 frames the
-  alpha lost a disc 15 % of the object across (``render_orbit.slip_mattes``: a matte that slipped there),
+  alpha lost a disc of radius 15 % of the object's extent (``render_orbit.slip_mattes``: a matte that slipped there),
   reconstructed with the true orbit and from the frames alone.
 
 Objects are split as in ``render_orbit``: TUNE objects (the reconstruction's thresholds were chosen on them) and

@@ -148,8 +148,8 @@ def _flicker_and_noise(frames: Path, gain: list[float], perturbation: Perturbati
 
 
 def slip_mattes(render_folder: Path, views: int = 3, seed: int = 0, size: float = 0.15) -> Path:
-    """A copy of an alpha render in which ``views`` frames' alpha lost a disc ``size`` of the object's extent
-    across, centred on a random pixel of the object: a learned matte that slipped in a few frames (a part missing
+    """A copy of an alpha render in which ``views`` frames' alpha lost a disc of radius ``size`` times the object's
+    extent, centred on a random pixel of the object: a learned matte that slipped in a few frames (a part missing
     there, inside the outline or at it). Cached beside the render."""
     import shutil
 

@@ -58,12 +58,14 @@ def detect_closed_loop(masks: np.ndarray, rgb: np.ndarray | None = None) -> bool
 class OutlineScore:
     """Silhouette-consistency score for candidate orbits, on masks scaled to ``size`` pixels."""
 
-    def __init__(self, masks: np.ndarray, size: int, views: int, outline_points: int, depth_samples: int) -> None:
+    def __init__(self, masks: np.ndarray, size: int, views: int | np.ndarray, outline_points: int,
+                 depth_samples: int) -> None:
+        """``views``: how many frames to score, spread over the orbit, or which."""
         self.small = downsized(masks, size)
         self.height, self.width = self.small.shape[1:3]
         self.size = size
         self.num_frames = masks.shape[0]
-        self.views = spread_views(views, masks.shape[0])
+        self.views = spread_views(views, masks.shape[0]) if isinstance(views, int) else np.asarray(views)
         outlines = [_outline(self.small[k], outline_points) for k in self.views]
         self.pixels = np.concatenate(outlines)
         self.owner = np.concatenate([np.full(len(p), i) for i, p in enumerate(outlines)])  # view of each pixel
@@ -81,6 +83,10 @@ class OutlineScore:
 
     def score(self, cameras: Cameras) -> float:
         """Mean outline-ray miss (pixels) of ``cameras`` (one per frame)."""
+        return float(np.mean(self.misses(cameras)))
+
+    def misses(self, cameras: Cameras) -> np.ndarray:
+        """Each outline ray's miss (pixels, capped) under ``cameras`` (one per frame)."""
         field = SilhouetteField(self.small, cameras, self.views, self.sdt)
         c2w = cameras.c2w[self.views]
         radius = cameras.radius
@@ -105,7 +111,7 @@ class OutlineScore:
         peak = depths[best_along(np.broadcast_to(depths, (len(self.pixels), len(depths)))).argmax(axis=1)]
         # Second pass: a finer look around each ray's peak.
         best = best_along(peak[:, None] + np.linspace(-step, step, 9)[None, :]).max(axis=1)
-        return float(np.mean(np.minimum(np.maximum(-best, 0.0), MISS_CAP)))
+        return np.minimum(np.maximum(-best, 0.0), MISS_CAP)
 
 
 def fine_outline_score(masks: np.ndarray) -> OutlineScore:

@@ -4,70 +4,48 @@ Where no tracks give the frames' poses (too little texture, or tracks the silhou
 uneven angular speed is still there: up to ±12° ahead of or behind an even turn, smoothly. One frame's silhouette
 barely tells its own azimuth (a body of revolution shows the same outline from everywhere), but all frames
 together tell a smooth drift: the azimuths are the even turn plus two harmonics of the turn and a change of its
-total (five numbers, zero at frame 0, the heading gauge), chosen so that the hull of spread reference views,
-projected into each frame, covers that frame's mask best (intersection over union). Frames whose mask hardly
-changes with the azimuth weigh nothing; a few distinctive ones fix the drift for all.
+total (five numbers, zero at frame 0, the heading gauge). They are fitted by least squares to the silhouettes'
+consistency (the calibration's outline-ray misses: a ray through one view's outline must graze the hull of the
+others), which binds every view to every other at once, so a few distinctive outlines fix the drift for all.
 
-The caller keeps the result only where an independent silhouette score (the calibration's outline referee)
-prefers it to the even turn.
+The views fitted lie between those the caller's referee scores (``fine_outline_score``; frame 0 is in both), and
+the caller keeps the result only where that referee prefers it to the even turn: the outlines that judge the drift
+did not shape it. (Fitted on the referee's own views instead, the tune objects' errors come out about as large.)
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.optimize import least_squares
 
-from ..orbit import Cameras, Orbit, spread_views
-from .hull import inside_points, splat
-from .silhouettes import SilhouetteField, downsized
+from ..orbit import Cameras, Orbit
+from .calibration import OutlineScore, fine_outline_score
 
-SIZE = 160  # pixels along the masks' longer side
-FIT_FRAMES = 36  # frames whose masks score a drift (spread over the orbit): five numbers need no more
-REFERENCE_VIEWS = 18  # views whose hull is projected into the others
-GRID = 48  # cells along the hull's longest side
-SWEEPS = ((16.0, 1.0), (8.0, 0.5), (4.0, 0.25))  # (half-width, step) in degrees of the offsets scored per sweep
+MAX_EVALUATIONS = 20  # least-squares steps (each also takes five for its Jacobian): converged by then on the tune
+DIFF_STEP_DEG = 0.1  # finite-difference step (degrees, up to |x|): the misses are interpolated between pixels
+BOUND_DEG = 25.0  # each number's bound (the drift stays within about ±12°, the turn within a few degrees)
 
 
 def silhouette_drift(masks: np.ndarray, orbit: Orbit) -> Cameras:
     """Every frame's camera on ``orbit`` (its elevation, fov and radius), at the even turn's azimuth plus the smooth
     drift that best fits the masks ``(N, H, W) bool``."""
-    small = downsized(masks, SIZE)
     even = orbit.azimuths_deg()
     turn = orbit.direction * (even - even[0]) / 360.0  # share of the turn at each frame
     basis = np.stack([np.sin(2 * np.pi * turn), np.cos(2 * np.pi * turn) - 1.0, np.sin(4 * np.pi * turn),
                       np.cos(4 * np.pi * turn) - 1.0, 10.0 * turn], axis=1)  # degrees per unit
-    fit = spread_views(FIT_FRAMES, len(masks))[1:]  # frame 0 is the gauge
-    coef = np.zeros(basis.shape[1])
-    for span, step in SWEEPS:
-        azimuth = even + basis @ coef
-        offsets = np.arange(-span, span + 1e-9, step)
-        costs = _costs(small, Cameras.on_sphere(azimuth, orbit.elevation_deg, orbit.radius, orbit.fov_deg), fit,
-                       offsets)
-        start = coef.copy()
+    refereed = fine_outline_score(masks).views
+    fitted = OutlineScore(masks, size=160, views=_between(refereed), outline_points=80, depth_samples=32)
 
-        def cost(c: np.ndarray, start: np.ndarray = start, offsets: np.ndarray = offsets,
-                 costs: np.ndarray = costs) -> float:
-            moved = basis[fit] @ (c - start)
-            return float(sum(np.interp(m, offsets, row, left=1.0, right=1.0) for m, row in zip(moved, costs,
-                                                                                               strict=True)))
+    def cameras(coef: np.ndarray) -> Cameras:
+        return Cameras.on_sphere(even + basis @ coef, orbit.elevation_deg, orbit.radius, orbit.fov_deg)
 
-        coef = minimize(cost, start, method="Powell", options={"xtol": 0.02, "maxfev": 1500}).x
-    return Cameras.on_sphere(even + basis @ coef, orbit.elevation_deg, orbit.radius, orbit.fov_deg)
+    fit = least_squares(lambda coef: fitted.misses(cameras(coef)), np.zeros(basis.shape[1]),
+                        bounds=(-BOUND_DEG, BOUND_DEG), diff_step=DIFF_STEP_DEG,
+                        max_nfev=MAX_EVALUATIONS)
+    return cameras(fit.x)
 
 
-def _costs(small: np.ndarray, cameras: Cameras, frames: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """``(len(frames), len(offsets))``: 1 − IoU of each frame's mask with the reference hull projected from that
-    frame's camera turned by each offset."""
-    height, width = small.shape[1:3]
-    field = SilhouetteField(small, cameras, spread_views(REFERENCE_VIEWS, len(small)), forgive=1)
-    points, spacing = inside_points(field, GRID)
-    radius = max(1, round(0.6 * spacing * field.pixels_per_unit()))
-    azimuth, elevation, distance = cameras.spherical()
-    out = np.ones((len(frames), len(offsets)))
-    for i, k in enumerate(frames):
-        turned = Cameras.on_sphere(azimuth[k] + offsets, elevation[k], distance[k], cameras.fov_deg)
-        for j, proj in enumerate(turned.projections(width, height, index=True)):
-            seen = splat(points, proj, height, width, radius, closed=True)
-            union = (seen | small[k]).sum()
-            out[i, j] = 1.0 - (seen & small[k]).sum() / union if union else 1.0
-    return out
+def _between(views: np.ndarray) -> np.ndarray:
+    """Frame 0, which holds the drift at zero (fitted without it, the drift trades its shape for a constant), and
+    the frames halfway between consecutive ``views``."""
+    return np.unique(np.concatenate([[0], np.round((views[:-1] + views[1:]) / 2.0).astype(int)]))

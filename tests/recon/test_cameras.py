@@ -147,8 +147,8 @@ def test_an_untextured_generated_like_orbit_gets_its_drift_from_the_silhouettes(
     report = json.loads((tmp_path / "job" / "manifest.json").read_text())["calibration"]
     assert report["drift_score_px"] < report["even_turn_score_px"]  # the referee's reason, recorded
     assert report["on_even_turn"]["elevation_deg"] == 25.0  # given, as the fov: the silhouettes had nothing to fix
-    # Measured: 1.9° mean, 4.4° worst, against the even turn's 4.6° and 12.3°.
-    assert even_error.max() > 9.0 and error.max() < 0.5 * even_error.max() and error.mean() < 0.6 * even_error.mean()
+    # Measured: 1.5° mean, 3.2° worst, against the even turn's 4.6° and 12.3°.
+    assert even_error.max() > 9.0 and error.max() < 0.35 * even_error.max() and error.mean() < 0.45 * even_error.mean()
 
 
 def _vase_frames(folder, count: int = 24, size: int = 128) -> None:

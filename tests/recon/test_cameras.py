@@ -151,6 +151,25 @@ def test_an_untextured_generated_like_orbit_gets_its_drift_from_the_silhouettes(
     assert even_error.max() > 9.0 and error.max() < 0.35 * even_error.max() and error.mean() < 0.45 * even_error.mean()
 
 
+def test_a_textured_body_of_revolution_gets_its_azimuths_from_tracks_held_to_its_surface(tmp_path):
+    # "bottle" (a tune object): a body of revolution with a soft texture, whose tracks slide. Alone they put the
+    # frames 17° off on average (33° at worst) for this seed: the bundle adjustment trades the points' depth
+    # against the steps, and the outlines, the same from every side, cannot check the azimuths.
+    orbit = Orbit(num_frames=36, elevation_deg=20.0, fov_deg=40.0, radius=2.5, direction=1)
+    folder = render_orbit.render("bottle", orbit, size=192, samples=8, perturbation=render_orbit.Perturbation(seed=2))
+    truth = np.array(json.loads((folder / "truth.json").read_text())["azimuth_deg"])
+    calibrate(folder / "frames", tmp_path / "job", ReconOptions(radius=2.5, elevation_deg=20.0, fov_deg=40.0))
+    data = json.loads((tmp_path / "job" / "transforms.json").read_text())
+    azimuth = Cameras(np.array([f["transform_matrix"] for f in data["frames"]]), 40.0).spherical()[0]
+    error = np.abs((azimuth - truth + 180.0) % 360.0 - 180.0)
+    assert error.mean() < 5.0 and error.max() < 10.0  # measured: 2.6° and 5.2°
+    confidence = data["calibration"]["confidence"]["azimuth_deg"]
+    assert confidence["source"] == "tracks" and confidence["surface"] == "revolution"
+    assert confidence["outlines"] == "unchanging"
+    messages = [w["message"] for w in data["calibration"]["warnings"] if w["field"] == "azimuth"]
+    assert len(messages) == 1 and "held to the surface of revolution" in messages[0]
+
+
 def _vase_frames(folder, count: int = 24, size: int = 128) -> None:
     """An untextured body of revolution about the vertical axis: the same flat silhouette from every side."""
     folder.mkdir(parents=True)
@@ -252,15 +271,18 @@ def test_the_elevation_of_tracked_poses_that_gave_way_is_kept_only_as_uncertain(
         {k: w[k] for k in ("code", "field")} for w in estimate.warnings]
 
 
-def test_azimuths_that_the_outlines_cannot_check_are_flagged_on_a_body_of_revolution():
-    # A soft-textured bottle on a generated-like orbit: its tracked poses fit the outlines better than an even turn
-    # (through their elevation jitter and zoom), but a shuffled turn fits them as well: its azimuths are unchecked.
+def test_tracks_too_coarse_for_a_body_of_revolution_give_way_to_the_even_turn():
+    # The soft-textured bottle at 128² and 24 frames: its tracks alone put the frames 45° off on average (106° at
+    # worst), yet fitted the outlines better than an even turn through their elevation jitter and zoom, and were
+    # kept. Held to the surface of revolution they fit them worse, and the even turn (5° off: the drift) is kept.
     orbit = Orbit(num_frames=24, elevation_deg=20.0, fov_deg=35.0, radius=2.5, direction=-1)
     folder = render_orbit.render("bottle", orbit, size=128, samples=8, perturbation=render_orbit.Perturbation(seed=3))
+    truth = np.array(json.loads((folder / "truth.json").read_text())["azimuth_deg"])
     frames = load_frames(folder / "frames")
     estimate = estimate_cameras(frames.rgb, compute_masks(frames.rgb), Orbit(num_frames=24, radius=2.5),
                                 elevation=20.0, fov=35.0, direction=-1)
-    assert estimate.confidence["azimuth_deg"]["source"] == "tracks"
-    assert estimate.confidence["azimuth_deg"]["outlines"] == "unchanging"
-    assert [(w["code"], w["field"]) for w in estimate.warnings] == [("camera_uncertain", "azimuth")]
-    assert "body of revolution" in estimate.warnings[0]["message"]
+    error = np.abs((estimate.cameras.spherical()[0] - truth + 180.0) % 360.0 - 180.0)
+    assert estimate.confidence["azimuth_deg"] == {"source": "silhouettes", "uniform": True}
+    assert error.mean() < 8.0
+    assert [(w["code"], w["field"]) for w in estimate.warnings] == [("camera_prior", "azimuth")]
+    assert "worse than an even turn" in estimate.warnings[0]["message"]

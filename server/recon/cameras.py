@@ -58,6 +58,9 @@ UNMEASURED_STD_DEG = UNDETERMINED_DEG / 2.0  # nothing told the values apart: th
 # up), but a step back by more than this share of the mean step is no turn.
 MAX_BACKSTEP_SHARE = 0.5
 MAX_TURN_ERROR_DEG = 45.0  # generated turns miss 360° by far less
+# Nor does one step leap ahead: a generated drift changes a step by at most about 40 % of the mean, jitter by a few
+# tenths of a degree; a fit that stands still and then jumps (features fixed to the light) is no turn.
+MAX_STEP_SHARE = 3.0
 UNCERTAIN_STD_DEG = 4.0  # a measured value this unsure is kept, with a warning
 AZIMUTH_BLIND_PX = 0.1  # outlines that fit shuffled azimuths within this of the even turn cannot check azimuths
 REJECTED_TRACKS_STD_DEG = 6.0  # the tracks' elevation when their poses gave way to the even turn: uncertain
@@ -523,6 +526,8 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
     if fit is None:
         # Uniform spacing asked for (a known turntable) is no fallback; found nothing to track, it is.
         confidence["azimuth_deg"] = {"source": "prior" if per_frame else "given"}
+        if "tracks_rejected" in report:
+            confidence["azimuth_deg"]["tracks"] = "rejected"
     else:
         confidence["azimuth_deg"] = {"std": fit.azimuth_std_deg.round(3).tolist(), "source": "tracks",
                                      "frames_without_tracks": int((~fit.pinned).sum())}
@@ -534,30 +539,26 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
         # turntable with short, sliding tracks; sparse tracks that bend the turn) give way to it.
         # Each side at its own best elevation and fov.
         referee = fine_outline_score(masks)
-        blind = _blind_to_azimuth(referee, orbit)
-        if blind:
-            # A solid of revolution: its tracked points are held to the surface the outlines describe.
-            surface = revolution_profile(masks, cameras_at(orbit.elevation_deg, orbit.fov_deg))
-            held = None if surface is None else adjust_cameras(
-                tracks, orbit, w, h, _prior_std(elevation, uncertainty["elevation_deg"]), 1e-3, frame0, surface)
-            if held is not None:
-                cameras_at = _family(held)
-                confidence["azimuth_deg"].update(std=held.azimuth_std_deg.round(3).tolist(), surface="revolution")
-                report["surface_rms_px"] = round(held.rms_px, 3)
-                if confidence["elevation_deg"]["source"] == "tracks":
-                    # The surface pins the points' depth, and so the elevation too (the tune bottle, from the
-                    # frames alone: 9.8° by the tracks alone, 17.2° held, 20.1° true).
-                    confidence["elevation_deg"].update(
-                        value=held.elevation_deg, std=tracked_elevation_std(held, theta if measured else None))
-                    warnings = _apply_priors(confidence)
-                    orbit = _confident_orbit(orbit, confidence)
         per_frame = cameras_at(orbit.elevation_deg, orbit.fov_deg)
         scores = referee.score(per_frame), referee(cal.orbit)
         report.update(per_frame_score_px=round(scores[0], 4), uniform_score_px=round(scores[1], 4))
         if scores[0] <= scores[1]:
             cameras = per_frame
-            if blind:
+            if _blind_to_azimuth(referee, orbit):
                 confidence["azimuth_deg"]["outlines"] = "unchanging"
+                held = _held_to_surface(tracks, masks, orbit, per_frame,
+                                        _prior_std(elevation, uncertainty["elevation_deg"]), frame0)
+                if held is not None:
+                    confidence["azimuth_deg"].update(std=held.azimuth_std_deg.round(3).tolist(), surface="revolution")
+                    report["surface_rms_px"] = round(held.rms_px, 3)
+                    if confidence["elevation_deg"]["source"] == "tracks":
+                        # The surface pins the points' depth, and so the elevation too (the tune bottle, from the
+                        # frames alone: 9.8° by the tracks alone, 17.2° held, 20.1° true).
+                        confidence["elevation_deg"].update(
+                            value=held.elevation_deg, std=tracked_elevation_std(held, theta if measured else None))
+                        warnings = _apply_priors(confidence)
+                        orbit = _confident_orbit(orbit, confidence)
+                    cameras = _family(held)(orbit.elevation_deg, orbit.fov_deg)
         else:
             cal = polish_orbit(masks, cal, elevation is None, fov is None)
             confidence["azimuth_deg"] = {"source": "silhouettes", "uniform": True}
@@ -632,12 +633,27 @@ def _confident_orbit(orbit: Orbit, confidence: dict) -> Orbit:
 
 
 def _one_turn(fit: FrameCameras, orbit: Orbit) -> bool:
-    """Whether the fitted azimuths never step back and add up to about the orbit's turn."""
+    """Whether the fitted azimuths never step back or leap, and add up to about the orbit's turn."""
     steps = orbit.direction * np.diff(fit.azimuth_deg)
     nominal = 360.0 / orbit.period
     turn = float(np.sum(steps))
     expected = nominal * (orbit.num_frames - 1)
-    return bool(steps.min() > -MAX_BACKSTEP_SHARE * nominal and abs(turn - expected) <= MAX_TURN_ERROR_DEG)
+    return bool(steps.min() > -MAX_BACKSTEP_SHARE * nominal and steps.max() < MAX_STEP_SHARE * nominal
+                and abs(turn - expected) <= MAX_TURN_ERROR_DEG)
+
+
+def _held_to_surface(tracks: Tracks, masks: np.ndarray, orbit: Orbit, cameras: Cameras, elevation_std_deg: float,
+                     frame0: bool) -> FrameCameras | None:
+    """The bundle adjustment again with the tracked points held to the surface of revolution that the outlines
+    under ``cameras`` describe (``revolution.py``); None where there is none or the poses describe no turn."""
+    surface = revolution_profile(masks, cameras)
+    if surface is None:
+        return None
+    h, w = masks.shape[1:3]
+    held = adjust_cameras(tracks, orbit, w, h, elevation_std_deg, 1e-3, frame0, surface)
+    if held is None or not _one_turn(held, orbit):
+        return None
+    return held
 
 
 def _flow_direction(tracks: Tracks, frames: int) -> tuple[int, float]:
@@ -702,9 +718,10 @@ def _azimuth_warnings(entry: dict) -> list[dict]:
     """What the frames' azimuths rest on, when it is not the tracks."""
     warnings = []
     if entry["source"] == "prior":
+        why = "the tracked features do not describe one turn" if entry.get("tracks") == "rejected" else \
+            "too few surface features to track"
         warnings.append({"code": "camera_prior", "field": "azimuth",
-                         "message": "too few surface features to track: frames are assumed evenly spaced around "
-                                    "the turn"})
+                         "message": f"{why}: frames are assumed evenly spaced around the turn"})
     elif entry.get("drift"):
         why = "too few surface features to track" if entry["tracks"] == "none" else \
             "the tracked features do not describe the turn"

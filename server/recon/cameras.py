@@ -558,7 +558,10 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
                             value=held.elevation_deg, std=tracked_elevation_std(held, theta if measured else None))
                         warnings = _apply_priors(confidence)
                         orbit = _confident_orbit(orbit, confidence)
-                    cameras = _family(held)(orbit.elevation_deg, orbit.fov_deg)
+                    # Only the azimuths: the frames' jitter and zoom stay those the referee kept. A profile a pixel
+                    # too wide (the masks' edge) would move every frame but the gauge back by as much, and a
+                    # mesh so carved is that much off in scale (the tune bottle: F@0.02 1.00 → 0.70).
+                    cameras = _family(fit, held.azimuth_deg)(orbit.elevation_deg, orbit.fov_deg)
         else:
             cal = polish_orbit(masks, cal, elevation is None, fov is None)
             confidence["azimuth_deg"] = {"source": "silhouettes", "uniform": True}
@@ -676,13 +679,15 @@ def _prior_std(given: float | None, half_width: float) -> float:
     return max(half_width / 2.0, 0.5) if half_width < UNDETERMINED_DEG else TRACK_PRIOR_DEG
 
 
-def _family(fit: FrameCameras):
-    """``(θ, fov) → Cameras``: the fitted poses with their shared elevation and field of view replaced."""
+def _family(fit: FrameCameras, azimuth_deg: np.ndarray | None = None):
+    """``(θ, fov) → Cameras``: the fitted poses with their shared elevation and field of view replaced (and their
+    azimuths, given ``azimuth_deg``)."""
     _, elevations, distances = fit.cameras.spherical()
     offsets = elevations - fit.elevation_deg
+    azimuth_deg = fit.azimuth_deg if azimuth_deg is None else azimuth_deg
 
     def cameras_at(theta: float, fov: float) -> Cameras:
-        return Cameras.on_sphere(fit.azimuth_deg, theta + offsets, distances, fov)
+        return Cameras.on_sphere(azimuth_deg, theta + offsets, distances, fov)
 
     return cameras_at
 

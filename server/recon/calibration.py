@@ -24,6 +24,7 @@ from .silhouettes import SilhouetteField, downsized, signed_distance
 ELEVATIONS = (-30.0, -15.0, 0.0, 15.0, 30.0, 45.0, 60.0)
 FOVS = (15.0, 25.0, 35.0, 45.0, 55.0, 70.0)
 MISS_CAP = 8.0  # pixels: one bad mask cannot dominate the score
+FINE_VIEWS = 16  # views the finest score (the referee) scores
 
 
 PROFILE_OFFSETS = (1.0, 2.0, 4.0, 8.0, 16.0)  # degrees: where the score's rise is probed for the uncertainty
@@ -114,9 +115,11 @@ class OutlineScore:
         return np.minimum(np.maximum(-best, 0.0), MISS_CAP)
 
 
-def fine_outline_score(masks: np.ndarray) -> OutlineScore:
-    """The finest scale the calibration scores at: its last search steps, and the referee of per-frame poses."""
-    return OutlineScore(masks, size=160, views=16, outline_points=80, depth_samples=32)
+def fine_outline_score(masks: np.ndarray, views: np.ndarray | None = None) -> OutlineScore:
+    """The finest scale the calibration scores at: its last search steps, and the referee of per-frame poses.
+    ``views``: which frames to score (default ``FINE_VIEWS`` spread over the orbit)."""
+    return OutlineScore(masks, size=160, views=FINE_VIEWS if views is None else views, outline_points=80,
+                        depth_samples=32)
 
 
 def _outline(mask: np.ndarray, count: int) -> np.ndarray:

@@ -18,10 +18,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import least_squares
 
-from ..orbit import Cameras, Orbit
-from .calibration import OutlineScore, fine_outline_score
+from ..orbit import Cameras, Orbit, spread_views
+from .calibration import FINE_VIEWS, fine_outline_score
 
-MAX_EVALUATIONS = 20  # least-squares steps (each also takes five for its Jacobian): converged by then on the tune
+MAX_EVALUATIONS = 20  # least-squares steps (each also takes five for its Jacobian): the tune objects converge sooner
 DIFF_STEP_DEG = 0.1  # finite-difference step (degrees, up to |x|): the misses are interpolated between pixels
 BOUND_DEG = 25.0  # each number's bound (the drift stays within about ±12°, the turn within a few degrees)
 
@@ -33,8 +33,7 @@ def silhouette_drift(masks: np.ndarray, orbit: Orbit) -> Cameras:
     turn = orbit.direction * (even - even[0]) / 360.0  # share of the turn at each frame
     basis = np.stack([np.sin(2 * np.pi * turn), np.cos(2 * np.pi * turn) - 1.0, np.sin(4 * np.pi * turn),
                       np.cos(4 * np.pi * turn) - 1.0, 10.0 * turn], axis=1)  # degrees per unit
-    refereed = fine_outline_score(masks).views
-    fitted = OutlineScore(masks, size=160, views=_between(refereed), outline_points=80, depth_samples=32)
+    fitted = fine_outline_score(masks, _between(spread_views(FINE_VIEWS, len(masks))))
 
     def cameras(coef: np.ndarray) -> Cameras:
         return Cameras.on_sphere(even + basis @ coef, orbit.elevation_deg, orbit.radius, orbit.fov_deg)

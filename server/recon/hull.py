@@ -147,6 +147,8 @@ def slipped_views(field: SilhouetteField, masks: np.ndarray) -> np.ndarray:
     lenient = copy.copy(field)  # shares the views' distance images
     lenient.forgive = field.forgive + 2
     points, _ = inside_points(lenient, CHECK_GRID)
+    if len(points) == 0:  # not even the lenient hull holds a cell: no part of it to charge to anyone
+        return np.zeros(0, np.int64)
     outside = lenient.per_view(points) + field.tolerance_px < 0
     cut_by = outside.sum(axis=0)
     alone = cut_by <= field.forgive + 1  # the points of the hull that forgives one view more

@@ -112,8 +112,8 @@ def test_orbit_job_whose_mesh_fails_succeeds_with_its_frames_and_a_warning(model
     [warning] = status["warnings"]
     assert warning["code"] == "reconstruction_failed" and "mesh failed" in warning["message"]
     failure = json.loads(files["manifest.json"])["reconstruction"]
-    assert failure["status"] == "failed" and failure["code"] in ("no_foreground", "foreground_clipped",
-                                                                   "empty_reconstruction", "calibration_failed")
+    expected = ("no_foreground", "foreground_clipped", "empty_reconstruction", "calibration_failed")
+    assert failure["status"] == "failed" and failure["code"] in expected, failure
 
 
 def test_reconstruct_job_from_a_frames_zip(model_server):

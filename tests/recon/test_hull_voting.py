@@ -170,3 +170,15 @@ def test_two_neighbouring_views_that_lost_the_same_part_are_both_found():
     field = forgiving_field(masks, orbit.cameras(), estimated=False)
     assert forgiving_field(masks, orbit.cameras(), estimated=False, forgive=1)(np.zeros((1, 3)))[0] < 0
     assert slipped_views(field, masks).tolist() == [14, 15]
+
+
+def test_specks_whose_hull_holds_no_cell_leave_no_slip_to_find():
+    # Five views of a speck each, in places no one point projects into: a near miss keeps the hull's box, but no
+    # cell of it lies inside. (A tiny model's noise frames gave such masks; the check failed on an empty array.)
+    orbit = Orbit(num_frames=5, elevation_deg=0.0, fov_deg=40.0, radius=2.5)
+    rng = np.random.default_rng(0)
+    masks = np.zeros((5, 64, 64), bool)
+    for k in range(5):
+        y, x = rng.integers(20, 44, 2)
+        masks[k, y:y + 2, x:x + 2] = True
+    assert slipped_views(forgiving_field(masks, orbit.cameras(), True), masks).tolist() == []

@@ -1,33 +1,20 @@
 """The surface of revolution that unchanging outlines describe."""
 
-import cv2
 import numpy as np
-from droplet3d.orbit import Orbit, project
+from conftest import BALL_RADIUS, sphere_masks
+from droplet3d.orbit import Orbit
 from droplet3d.recon.revolution import revolution_profile
 
 SIZE = 128
 
 
-def _masks(orbit: Orbit, surface: np.ndarray) -> np.ndarray:
-    masks = np.zeros((orbit.num_frames, SIZE, SIZE), bool)
-    for k, proj in enumerate(orbit.cameras().projections(SIZE, SIZE, index=True)):
-        pixels, _ = project(surface, proj)
-        canvas = np.zeros((SIZE, SIZE), np.uint8)
-        cv2.fillConvexPoly(canvas, cv2.convexHull(np.round(pixels * 16).astype(np.int32)), 1, shift=4)
-        masks[k] = canvas > 0
-    return masks
-
-
 def test_the_profile_of_a_ball_is_its_radius_at_each_height():
-    rng = np.random.default_rng(0)
-    surface = rng.normal(size=(20000, 3))
-    surface *= 0.5 / np.linalg.norm(surface, axis=1, keepdims=True)
     orbit = Orbit(num_frames=24, elevation_deg=15.0, fov_deg=40.0, radius=2.5)
-    profile = revolution_profile(_masks(orbit, surface), orbit.cameras())
+    profile = revolution_profile(sphere_masks(orbit, SIZE), orbit.cameras())
     middle = np.abs(profile.z) < 0.35  # the poles' radius changes too fast for a pixel's accuracy
     # From above, the hull reaches a little below the ball (the cone under it that no view sees).
     assert middle.sum() > 40 and -0.6 < profile.z.min() < -0.45 and abs(profile.z.max() - 0.5) < 0.03
-    truth = np.sqrt(0.25 - profile.z[middle] ** 2)
+    truth = np.sqrt(BALL_RADIUS**2 - profile.z[middle] ** 2)
     error = profile.radius[middle] / truth - 1.0  # the masks' edge pixels and the hull's polygon add a little
     assert np.abs(error).max() < 0.05 and np.abs(error).mean() < 0.03
     # A point's offset from the surface, and its gradient: outward along the radius, against the profile's slope.

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ReconstructionError
 from ..orbit import Cameras, spread_views
 from .hull import object_bounds
 from .silhouettes import SilhouetteField, downsized
@@ -46,10 +47,13 @@ class RevolutionProfile:
 def revolution_profile(masks: np.ndarray, cameras: Cameras) -> RevolutionProfile | None:
     """The profile of the hull of ``masks`` under ``cameras``: at each height, where its field crosses zero going
     out from the axis (interpolated between samples: sub-sample exact), the median over a few directions. None when
-    fewer than three heights hold any of the hull."""
+    the hull is empty or fewer than three heights hold it in every direction."""
     small = downsized(masks, SIZE)
     field = SilhouetteField(small, cameras, spread_views(VIEWS, len(masks)))
-    lo, hi = object_bounds(field)
+    try:
+        lo, hi = object_bounds(field)
+    except ReconstructionError:  # no hull: no surface to hold points to (the bundle adjustment's poses stand)
+        return None
     reach = float(np.hypot(np.abs([lo[0], hi[0]]).max(), np.abs([lo[1], hi[1]]).max()))
     z = np.linspace(lo[2], hi[2], LEVELS)
     rho = np.linspace(0.0, reach, RADIAL_SAMPLES)

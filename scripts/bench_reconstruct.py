@@ -25,8 +25,11 @@ azimuth error
 (mean and max, degrees, against the true per-frame poses), elevation and fov error, wall time, peak RAM;
 ``--psnr`` adds the PSNR of the textured mesh rendered unlit at held-out azimuths.
 
+The masks are the colour model's unless ``--matting-model NAME`` asks for a learned one (its weights must already be
+in rembg's cache; frames with an exact alpha keep it).
+
     .venv/bin/python scripts/bench_reconstruct.py [--suite clean|generated|all] [--size 512 --num-frames 85]
-                                                  [--objects panda vase ...] [--json out.json]
+                                                  [--objects panda vase ...] [--matting-model u2netp] [--json out.json]
 """
 
 from __future__ import annotations
@@ -87,6 +90,9 @@ def main() -> int:
                         help="only these reconstruction modes (default: both of each suite)")
     parser.add_argument("--ablate", nargs="+", default=[], metavar="FLAG",
                         help="also run each reconstruction with `--FLAG` (e.g. no-repair), side by side")
+    parser.add_argument("--matting-model", metavar="NAME",
+                        help="masks from this learned matting model (its weights must be in rembg's cache) "
+                             "instead of the colour model; frames with an exact alpha keep it")
     parser.add_argument("--psnr", action="store_true", help="also render the textured mesh (slow)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args()
@@ -133,6 +139,9 @@ def _run(suite: str, name: str, mode: str, frames: Path, orbit: Orbit, truth: Ca
          extra: tuple[str, ...] = ()) -> dict:
     out = Path(tempfile.mkdtemp(prefix=f"bench-{name}-{suite}-"))
     cmd = [str(REPO / ".venv/bin/droplet3d"), "reconstruct", str(frames / "frames"), "--out", str(out / "job"), *extra]
+    # The colour model unless a learned one is asked for (auto would first try to fetch the default weights).
+    matting = ["learned", "--matting-model", args.matting_model] if args.matting_model else ["colour"]
+    cmd += ["--matting", *matting]
     if mode == "capture":  # the add-on's hints: the camera frame 0 was rendered from (the direction is measured)
         azimuth, elevation, distance = (v[0] for v in truth.subset(np.arange(1)).spherical())
         fov = json.loads((frames / "truth.json").read_text())["fov_deg"][0] if suite == "generated" else orbit.fov_deg

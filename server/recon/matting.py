@@ -9,7 +9,8 @@ fetch-models`` fills it for an offline machine) and use CUDA when an onnxruntime
 The default is BiRefNet general-lite: MIT licence (code and weights), among the best published scores on
 DIS5K and HRSOD for dichotomous segmentation, fine on thin parts, and at about 220 MB a quarter of the full
 BiRefNet. Also accepted: ``birefnet-general`` (MIT, ~970 MB, best quality, slowest), ``isnet-general-use``
-(Apache-2.0, ~170 MB, weaker on thin parts) and ``u2net`` (Apache-2.0, older, blurrier edges). BRIA's RMBG
+(Apache-2.0, ~170 MB, weaker on thin parts), ``u2net`` (Apache-2.0, older, blurrier edges) and ``u2netp``
+(Apache-2.0, 4.7 MB, its small version: it fills through-holes, a ring's or a torus's). BRIA's RMBG
 models are left out: their weights forbid commercial use.
 
 Set ``DROPLET3D_OFFLINE=1`` to never download (then absent weights mean the colour model, with a warning).
@@ -35,6 +36,7 @@ MODELS = {  # name in rembg → licence of its code and weights
     "birefnet-general": "MIT",
     "isnet-general-use": "Apache-2.0",
     "u2net": "Apache-2.0",
+    "u2netp": "Apache-2.0",
 }
 FETCH_RETRY_SECONDS = 600
 log = logging.getLogger(__name__)

@@ -102,6 +102,19 @@ def test_learned_masks_come_from_the_onnx_model_through_rembg(rembg_home):
     assert info["method"] == "colour" and colour[0, 48, 70] and not masks[0, 48, 70]
 
 
+def test_parts_the_model_drops_come_back_from_colour_where_they_touch_its_matte(rembg_home):
+    install(rembg_home, colour=(-30.0, 0.0, 30.0), bias=-6.0)  # the 'blue objects' model
+    rgb = two_discs()
+    yy, xx = np.mgrid[:96, :96]
+    cap = ((yy - 26) ** 2 + (xx - 30) ** 2 < 9**2) & ~((yy - 48) ** 2 + (xx - 30) ** 2 < 15**2)
+    rgb[:, cap] = (220, 40, 30)  # a red cap on the blue disc: one object, the model sees only its blue part
+    masks, info, _ = frame_masks(frames_of(rgb), "learned")
+    assert info["method"] == "learned"
+    for mask in masks:
+        assert mask[cap].mean() > 0.95  # the cap is back: colour sees it, and it touches the matte
+        assert not mask[48, 70] and not mask[40:56, 62:78].any()  # the separate red disc stays out
+
+
 def test_exact_alpha_on_frame_zero_is_kept_beside_learned_mattes(rembg_home):
     install(rembg_home, colour=(-30.0, 0.0, 30.0), bias=-6.0)
     rgb = two_discs()

@@ -4,9 +4,14 @@ Where no tracks give the frames' poses (too little texture, or tracks the silhou
 uneven angular speed is still there: up to ±12° ahead of or behind an even turn, smoothly. One frame's silhouette
 barely tells its own azimuth (a body of revolution shows the same outline from everywhere), but all frames
 together tell a smooth drift: the azimuths are the even turn plus two harmonics of the turn and a change of its
-total (five numbers, zero at frame 0, the heading gauge). They are fitted by least squares to the silhouettes'
-consistency (the calibration's outline-ray misses: a ray through one view's outline must graze the hull of the
-others), which binds every view to every other at once, so a few distinctive outlines fix the drift for all.
+total (five numbers, zero at frame 0, the heading gauge). A generated video's zoom wobbles too (about ±1.5 %), and
+that moves the outlines as far as a degree of turn does: fitted without it, the drift bent to absorb the zoom
+(the tune ring: 1.3° mean, 4.2° worst; the tune penguin: 1.3°, 2.5°). So the frames' distances follow a smooth
+zoom as well, a trend and three harmonics of the turn (seven numbers, zero at frame 0, the scale gauge), and the
+azimuths come out at 0.6°, 2.0° and 0.6°, 1.7°. All twelve numbers are fitted by least squares to the
+silhouettes' consistency (the calibration's outline-ray misses: a ray through one view's outline must graze the
+hull of the others), which binds every view to every other at once, so a few distinctive outlines fix the drift
+for all.
 
 The views fitted lie between those the caller's referee scores (``fine_outline_score``; frame 0 is in both), and
 the caller keeps the result only where that referee prefers it to the even turn: the outlines that judge the drift
@@ -21,27 +26,37 @@ from scipy.optimize import least_squares
 from ..orbit import Cameras, Orbit, spread_views
 from .calibration import FINE_VIEWS, fine_outline_score
 
-MAX_EVALUATIONS = 20  # least-squares steps (each also takes five for its Jacobian): the tune objects converge sooner
-DIFF_STEP_DEG = 0.1  # finite-difference step (degrees, up to |x|): the misses are interpolated between pixels
-BOUND_DEG = 25.0  # each number's bound (the drift stays within about ±12°, the turn within a few degrees)
+MAX_EVALUATIONS = 20  # least-squares steps (each also takes twelve for its Jacobian)
+DIFF_STEP = 0.1  # finite-difference step (degrees or percent, up to |x|): the misses are interpolated between pixels
+BOUND_DEG = 25.0  # each azimuth number's bound (the drift stays within about ±12°, the turn within a few degrees)
+ZOOM_HARMONICS = 3  # a zoom that wobbles up to three times over the turn (two left the tune objects at 1.1–1.7°)
+BOUND_PERCENT = 5.0  # each zoom number's bound, in percent of the distance
 
 
 def silhouette_drift(masks: np.ndarray, orbit: Orbit) -> Cameras:
-    """Every frame's camera on ``orbit`` (its elevation, fov and radius), at the even turn's azimuth plus the smooth
-    drift that best fits the masks ``(N, H, W) bool``."""
+    """Every frame's camera on ``orbit`` (its elevation and fov), at the even turn's azimuth plus the smooth drift,
+    and at ``orbit``'s radius times the smooth zoom, that best fit the masks ``(N, H, W) bool``."""
     even = orbit.azimuths_deg()
     turn = orbit.direction * (even - even[0]) / 360.0  # share of the turn at each frame
-    basis = np.stack([np.sin(2 * np.pi * turn), np.cos(2 * np.pi * turn) - 1.0, np.sin(4 * np.pi * turn),
-                      np.cos(4 * np.pi * turn) - 1.0, 10.0 * turn], axis=1)  # degrees per unit
+    drift = np.stack([_harmonic(turn, 1), _harmonic(turn, 1, cos=True), _harmonic(turn, 2),
+                      _harmonic(turn, 2, cos=True), 10.0 * turn], axis=1)  # degrees per unit
+    zoom = np.stack([turn, *(_harmonic(turn, h, cos) for h in range(1, ZOOM_HARMONICS + 1) for cos in (False, True))],
+                    axis=1) / 100.0  # a unit is a percent of the distance
     fitted = fine_outline_score(masks, _between(spread_views(FINE_VIEWS, len(masks))))
 
     def cameras(coef: np.ndarray) -> Cameras:
-        return Cameras.on_sphere(even + basis @ coef, orbit.elevation_deg, orbit.radius, orbit.fov_deg)
+        azimuth, distance = drift @ coef[:drift.shape[1]], zoom @ coef[drift.shape[1]:]
+        return Cameras.on_sphere(even + azimuth, orbit.elevation_deg, orbit.radius * (1.0 + distance), orbit.fov_deg)
 
-    fit = least_squares(lambda coef: fitted.misses(cameras(coef)), np.zeros(basis.shape[1]),
-                        bounds=(-BOUND_DEG, BOUND_DEG), diff_step=DIFF_STEP_DEG,
-                        max_nfev=MAX_EVALUATIONS)
+    bound = np.concatenate([np.full(drift.shape[1], BOUND_DEG), np.full(zoom.shape[1], BOUND_PERCENT)])
+    fit = least_squares(lambda coef: fitted.misses(cameras(coef)), np.zeros(len(bound)), bounds=(-bound, bound),
+                        diff_step=DIFF_STEP, max_nfev=MAX_EVALUATIONS)
     return cameras(fit.x)
+
+
+def _harmonic(turn: np.ndarray, h: int, cos: bool = False) -> np.ndarray:
+    """The ``h``-th harmonic of the turn, zero at frame 0."""
+    return np.cos(2 * np.pi * h * turn) - 1.0 if cos else np.sin(2 * np.pi * h * turn)
 
 
 def _between(views: np.ndarray) -> np.ndarray:

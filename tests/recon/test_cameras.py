@@ -160,8 +160,15 @@ def test_an_untextured_generated_like_orbit_gets_its_drift_from_the_silhouettes(
     report = json.loads((tmp_path / "job" / "manifest.json").read_text())["calibration"]
     assert report["drift_score_px"] < report["even_turn_score_px"]  # the referee's reason, recorded
     assert report["on_even_turn"]["elevation_deg"] == 25.0  # given, as the fov: the silhouettes had nothing to fix
-    # Measured: 1.5° mean, 3.2° worst, against the even turn's 4.6° and 12.3°.
-    assert even_error.max() > 9.0 and error.max() < 0.35 * even_error.max() and error.mean() < 0.45 * even_error.mean()
+    # Measured: 0.7° mean, 2.0° worst (1.5° and 3.2° without the zoom), against the even turn's 4.6° and 12.3°.
+    assert even_error.max() > 9.0 and error.max() < 0.25 * even_error.max() and error.mean() < 0.25 * even_error.mean()
+    # The video's zoom wobble (3.3 % from end to end) is followed by the frames' distances: measured 0.15 % off on
+    # average, against 1.6 % for a constant distance. A wider view shows the object as a camera farther away does.
+    zoom = np.array(json.loads((folder / "truth.json").read_text())["fov_deg"])
+    true_scale = np.tan(np.radians(zoom) / 2.0) / np.tan(np.radians(zoom[0]) / 2.0)
+    distance = Cameras(np.array([f["transform_matrix"] for f in data["frames"]]), 40.0).spherical()[2]
+    assert np.abs(distance / distance[0] - true_scale).mean() < 0.3 * np.abs(true_scale - 1.0).mean()
+    assert confidence["largest_zoom_percent"] > 1.0 and "smooth zoom" in data["calibration"]["warnings"][0]["message"]
 
 
 def test_a_textured_body_of_revolution_gets_its_azimuths_from_tracks_held_to_its_surface(tmp_path):
@@ -296,6 +303,6 @@ def test_tracks_that_stand_still_and_leap_give_way_to_the_even_turn_and_say_so()
                                 elevation=20.0, fov=35.0, direction=-1)
     error = np.abs((estimate.cameras.spherical()[0] - truth + 180.0) % 360.0 - 180.0)
     assert estimate.confidence["azimuth_deg"] == {"source": "prior", "tracks": "rejected"}
-    assert error.mean() < 8.0  # measured: 5.0° (the drift)
+    assert error.mean() < 8.0  # measured: 5.0° (the even turn)
     assert [(w["code"], w["field"]) for w in estimate.warnings] == [("camera_prior", "azimuth")]
     assert "do not describe one turn" in estimate.warnings[0]["message"]

@@ -90,20 +90,21 @@ def compute_masks(rgb: np.ndarray, alpha: np.ndarray | None = None, names: list[
 
 
 def with_attached_colour(matte: np.ndarray, colour: np.ndarray) -> np.ndarray:
-    """The learned matte plus the colour model's foreground regions that it touches.
+    """The learned matte plus the colour model's foreground regions that it touches and that stay inside the frame.
 
     The model chooses which object is foreground, but it drops parts of it too (the small U²-Net loses up to a
-    sixth of a black-and-white panda on black); where the object stands out from the background in colour, the
-    colour model is right about its extent. A region the matte does not touch (another object, clutter)
-    stays out.
+    sixth of a black-and-white panda on black); where the object stands out from a plain background in colour,
+    the colour model is right about its extent. A region the matte does not touch (another object) stays out, and
+    so does one that reaches the frame's edge: on a background that is not plain, the colour model's foreground
+    runs into it.
     """
     count, labels = cv2.connectedComponents(colour.astype(np.uint8), connectivity=8)
     if count <= 1:
         return matte
-    touched = np.zeros(count, bool)
-    touched[labels[matte & colour]] = True
-    touched[0] = False
-    return matte | touched[labels]
+    joins = np.zeros(count, bool)
+    joins[labels[matte & colour]] = True
+    joins[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = False  # 0, the background, too
+    return matte | joins[labels]
 
 
 def background_difference(image: np.ndarray) -> np.ndarray:

@@ -115,6 +115,18 @@ def test_parts_the_model_drops_come_back_from_colour_where_they_touch_its_matte(
         assert not mask[48, 70] and not mask[40:56, 62:78].any()  # the separate red disc stays out
 
 
+def test_a_background_that_is_not_plain_leaves_the_learned_matte_as_it_is(rembg_home):
+    install(rembg_home, colour=(-30.0, 0.0, 30.0), bias=-6.0)  # the 'blue objects' model
+    rgb = two_discs()
+    yy, xx = np.mgrid[:96, :96]
+    disc = (yy - 48) ** 2 + (xx - 30) ** 2 < 15**2
+    stripes = np.where((xx // 4 % 2 == 0)[..., None], (200, 40, 30), (40, 190, 40)).astype(np.uint8)
+    rgb[:, ~disc] = stripes[~disc]  # red and green stripes behind the blue disc: colour sees foreground everywhere
+    masks, _, _ = frame_masks(frames_of(rgb), "learned")
+    for mask in masks:
+        assert (mask != disc).sum() <= 0.03 * disc.sum()  # the disc, as the model says; not the whole frame
+
+
 def test_exact_alpha_on_frame_zero_is_kept_beside_learned_mattes(rembg_home):
     install(rembg_home, colour=(-30.0, 0.0, 30.0), bias=-6.0)
     rgb = two_discs()

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -95,6 +96,7 @@ def main() -> int:
                              "instead of the colour model; frames with an exact alpha keep it")
     parser.add_argument("--psnr", action="store_true", help="also render the textured mesh (slow)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--keep-jobs", action="store_true", help="keep each run's job folder (path in the JSON rows)")
     args = parser.parse_args()
 
     suites = ("clean", "generated", "slip") if args.suite == "all" else (args.suite,)
@@ -138,6 +140,15 @@ def _true_cameras(frames: Path, orbit: Orbit) -> Cameras:
 def _run(suite: str, name: str, mode: str, frames: Path, orbit: Orbit, truth: Cameras, args,
          extra: tuple[str, ...] = ()) -> dict:
     out = Path(tempfile.mkdtemp(prefix=f"bench-{name}-{suite}-"))
+    try:
+        return _run_in(out, suite, name, mode, frames, orbit, truth, args, extra)
+    finally:
+        if not args.keep_jobs:  # tens of MB each: a full run would leave gigabytes behind
+            shutil.rmtree(out, ignore_errors=True)
+
+
+def _run_in(out: Path, suite: str, name: str, mode: str, frames: Path, orbit: Orbit, truth: Cameras, args,
+            extra: tuple[str, ...]) -> dict:
     cmd = [str(REPO / ".venv/bin/droplet3d"), "reconstruct", str(frames / "frames"), "--out", str(out / "job"), *extra]
     # The colour model unless a learned one is asked for (auto would first try to fetch the default weights).
     matting = ["learned", "--matting-model", args.matting_model] if args.matting_model else ["colour"]
@@ -160,7 +171,8 @@ def _run(suite: str, name: str, mode: str, frames: Path, orbit: Orbit, truth: Ca
     wall = time.perf_counter() - start
     row = {"suite": suite, "object": name, "group": "held-out" if name in HELD_OUT else "tune",
            "mode": " ".join((mode, *extra)),
-           "frames": orbit.num_frames, "size": args.size, "process_s": wall}
+           "frames": orbit.num_frames, "size": args.size, "process_s": wall,
+           **({"job": str(out / "job")} if args.keep_jobs else {})}
     if proc.returncode != 0 or not (out / "job" / "mesh.glb").exists():
         lines = [x for x in proc.stderr.splitlines() if x.strip() and not x.startswith(("PEAK_KB", "Command exited"))]
         last = lines[-1] if lines else "no output"

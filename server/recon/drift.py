@@ -38,10 +38,8 @@ def silhouette_drift(masks: np.ndarray, orbit: Orbit) -> Cameras:
     and at ``orbit``'s radius times the smooth zoom, that best fit the masks ``(N, H, W) bool``."""
     even = orbit.azimuths_deg()
     turn = orbit.direction * (even - even[0]) / 360.0  # share of the turn at each frame
-    drift = np.stack([_harmonic(turn, 1), _harmonic(turn, 1, cos=True), _harmonic(turn, 2),
-                      _harmonic(turn, 2, cos=True), 10.0 * turn], axis=1)  # degrees per unit
-    zoom = np.stack([turn, *(_harmonic(turn, h, cos) for h in range(1, ZOOM_HARMONICS + 1) for cos in (False, True))],
-                    axis=1) / 100.0  # a unit is a percent of the distance
+    drift = np.stack([*_harmonics(turn, 2), 10.0 * turn], axis=1)  # degrees per unit
+    zoom = np.stack([turn, *_harmonics(turn, ZOOM_HARMONICS)], axis=1) / 100.0  # a unit is a percent of the distance
     fitted = fine_outline_score(masks, _between(spread_views(FINE_VIEWS, len(masks))))
 
     def cameras(coef: np.ndarray) -> Cameras:
@@ -54,9 +52,9 @@ def silhouette_drift(masks: np.ndarray, orbit: Orbit) -> Cameras:
     return cameras(fit.x)
 
 
-def _harmonic(turn: np.ndarray, h: int, cos: bool = False) -> np.ndarray:
-    """The ``h``-th harmonic of the turn, zero at frame 0."""
-    return np.cos(2 * np.pi * h * turn) - 1.0 if cos else np.sin(2 * np.pi * h * turn)
+def _harmonics(turn: np.ndarray, count: int) -> list[np.ndarray]:
+    """The sine and cosine of the first ``count`` harmonics of the turn, each zero at frame 0."""
+    return [f for h in range(1, count + 1) for f in (np.sin(2 * np.pi * h * turn), np.cos(2 * np.pi * h * turn) - 1.0)]
 
 
 def _between(views: np.ndarray) -> np.ndarray:

@@ -275,8 +275,9 @@ def build_aligner(args, base, device, dtype, quantize: str | None, offload: str 
     import copy
 
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxKontextPipeline, FluxTransformer2DModel
-    from droplet3d.engine.align import FLUX_DIR, ViewAligner, make_tiny_align_assets
+    from droplet3d.engine.align import FLUX_DIR, ViewAligner
     from droplet3d.engine.speed import quantize_transformer
+    from droplet3d.engine.tiny import make_tiny_align_assets
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Tokenizer
 
     flux_dir = args.tiny_dir / FLUX_DIR

@@ -64,9 +64,9 @@ MAX_STEP_SHARE = 3.0
 UNCERTAIN_STD_DEG = 4.0  # a measured value this unsure is kept, with a warning
 AZIMUTH_BLIND_PX = 0.1  # outlines that fit shuffled azimuths within this of the even turn cannot check azimuths
 REJECTED_TRACKS_STD_DEG = 6.0  # the tracks' elevation when their poses gave way to the even turn: uncertain
-# How much better than the even turn a silhouette drift must fit the outlines to replace it. Tracked poses only
-# need to fit no worse: where they fit worse, even slightly (a chair's sparse tracks: 6 % worse, up to 11° off),
-# they are wrong, and on a true turntable the even turn is the truth.
+# How much better than the even turn (or the tracked poses) a silhouette drift must fit the outlines to replace
+# it. Tracked poses only need to fit no worse than the even turn: where they fit worse, even slightly (a chair's
+# sparse tracks: 6 % worse, up to 11° off), they are wrong, and on a true turntable the even turn is the truth.
 REFEREE_PX, REFEREE_SHARE = 0.02, 0.1
 TRACK_PRIOR_DEG = 10.0  # how far the bundle adjustment may move the silhouettes' elevation and fov
 # The bundle adjustment's own standard deviation of the elevation leaves out its model's error (zoom taken as a
@@ -544,7 +544,13 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
         report.update(per_frame_score_px=round(scores[0], 4), uniform_score_px=round(scores[1], 4))
         if scores[0] <= scores[1]:
             cameras = per_frame
-            if _blind_to_azimuth(referee, orbit):
+            blind = _blind_to_azimuth(referee, orbit)
+            corrected = None if blind else _smooth_drift(masks, per_frame, orbit.direction, referee, report)
+            if corrected is not None:
+                # The tracks hold each frame's own jitter; what they get wrong is smooth (a stretched or bent turn,
+                # the zoom), and the outlines measure that.
+                cameras, confidence["azimuth_deg"]["outline_correction"] = corrected
+            if blind:
                 confidence["azimuth_deg"]["outlines"] = "unchanging"
                 held = _held_to_surface(tracks, masks, orbit, per_frame,
                                         _prior_std(elevation, uncertainty["elevation_deg"]), frame0)
@@ -584,34 +590,34 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
             orbit = _confident_orbit(cal.orbit, confidence)
             cameras = orbit.cameras()
     if per_frame and (confidence["azimuth_deg"]["source"] == "prior" or confidence["azimuth_deg"].get("uniform")):
-        cameras = _drift_if_better(masks, orbit, referee or fine_outline_score(masks), confidence, report) or cameras
+        referee = referee or fine_outline_score(masks)
+        drifted = None if _blind_to_azimuth(referee, orbit) else _smooth_drift(masks, orbit.cameras(),
+                                                                                 orbit.direction, referee, report)
+        if drifted is not None:
+            cameras, sizes = drifted
+            tracks = "rejected" if confidence["azimuth_deg"].get("uniform") or "tracks_rejected" in report else "none"
+            confidence["azimuth_deg"] = {"source": "silhouettes", "drift": True, "tracks": tracks, **sizes}
     warnings += _azimuth_warnings(confidence["azimuth_deg"])
     return CameraEstimate(orbit, cameras, _rounded(confidence), warnings, report)
 
 
-def _drift_if_better(masks: np.ndarray, orbit: Orbit, referee: OutlineScore, confidence: dict, report: dict
-                     ) -> Cameras | None:
-    """The silhouettes' smooth drift of the even turn (``drift.py``), where the outline ``referee`` clearly prefers
-    it to the even turn; then the azimuths' confidence says so. None where the outlines cannot tell azimuths (a
-    body of revolution): there the fitted zoom alone makes the referee prefer a drift whose azimuths are noise
+def _smooth_drift(masks: np.ndarray, base: Cameras, direction: int, referee: OutlineScore, report: dict
+                  ) -> tuple[Cameras, dict] | None:
+    """``base`` (the even turn or the tracked poses) with the silhouettes' smooth drift and zoom (``drift.py``), and
+    their largest sizes, where the outline ``referee`` clearly prefers them to ``base``; else None. Callers skip
+    bodies of revolution: there the fitted zoom alone makes the referee prefer a drift whose azimuths are noise
     (the tune bottle at 128²: 7.7° mean error against the even turn's 5.0°)."""
-    if _blind_to_azimuth(referee, orbit):
-        return None
     try:
-        drifted = silhouette_drift(masks, orbit)
+        drifted = silhouette_drift(masks, base, direction)
     except ReconstructionError:  # the reference views' hull is empty: no drift to fit
         return None
-    even, drift = referee(orbit), referee.score(drifted)
-    report.update(even_turn_score_px=round(even, 4), drift_score_px=round(drift, 4))
-    if drift >= even - max(REFEREE_PX, REFEREE_SHARE * even):
+    before, after = referee.score(base), referee.score(drifted)
+    report.update(before_drift_score_px=round(before, 4), drift_score_px=round(after, 4))
+    if after >= before - max(REFEREE_PX, REFEREE_SHARE * before):
         return None
-    azimuth, _, distance = drifted.spherical()
-    turned, zoomed = np.abs(azimuth - orbit.azimuths_deg()).max(), np.abs(distance / orbit.radius - 1.0).max()
-    tracks = "rejected" if confidence["azimuth_deg"].get("uniform") or "tracks_rejected" in report else "none"
-    confidence["azimuth_deg"] = {"source": "silhouettes", "drift": True, "tracks": tracks,
-                                 "largest_drift_deg": round(float(turned), 2),
-                                 "largest_zoom_percent": round(float(zoomed) * 100.0, 2)}
-    return drifted
+    (azimuth, _, distance), (azimuth0, _, distance0) = drifted.spherical(), base.spherical()
+    return drifted, {"largest_drift_deg": round(float(np.abs(azimuth - azimuth0).max()), 2),
+                     "largest_zoom_percent": round(float(np.abs(distance / distance0 - 1.0).max()) * 100.0, 2)}
 
 
 def _blind_to_azimuth(referee: OutlineScore, orbit: Orbit) -> bool:

@@ -69,6 +69,7 @@ SCENES = {
     "ring": dict(elevation_deg=20.0, fov_deg=40.0, direction=1, closed=False, alpha=False),
     "penguin": dict(elevation_deg=15.0, fov_deg=45.0, direction=1, closed=False, alpha=False),
     "bottle": dict(elevation_deg=20.0, fov_deg=35.0, direction=-1, closed=False, alpha=False),
+    "duck": dict(elevation_deg=20.0, fov_deg=40.0, direction=-1, closed=False, alpha=False),
 }
 TUNE = [name for name in TUNE_OBJECTS if name in SCENES]
 HELD_OUT = [name for name in HELD_OUT_OBJECTS if name in SCENES]

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 BLENDER_PYTHON = REPO / ".venv-blender" / "bin" / "python"
 CACHE = Path(os.environ.get("DROPLET_RENDER_CACHE", REPO / ".cache" / "renders"))
 TUNE_OBJECTS = ("suzanne", "torus", "cup", "textured", "marker", "snowy", "ring", "penguin", "bottle")
-HELD_OUT_OBJECTS = ("panda", "pale", "vase", "vase_textured", "frame")
+HELD_OUT_OBJECTS = ("panda", "pale", "vase", "vase_textured", "frame", "duck")
 OBJECTS = TUNE_OBJECTS + HELD_OUT_OBJECTS
 GREY = (0.8, 0.8, 0.8)
 # The background each object is meant to be seen on: parts of the panda and the penguin (its tune-side counterpart)
@@ -282,6 +282,8 @@ def _build_object(bpy, name: str):
         obj.data.materials.append(_material(bpy, "label", (0.3, 0.55, 0.25), "noise"))
     elif name == "frame":
         obj = _build_chair(bpy)
+    elif name == "duck":
+        obj = _build_duck(bpy)
     else:
         raise ValueError(name)
     for poly in obj.data.polygons:
@@ -399,6 +401,21 @@ def _build_penguin(bpy):
             _part(bpy, "sphere", (side * 0.1, -0.08, -0.46), (0.08, 0.12, 0.025), (0.0, 0.0, side * 0.3),
                   material=orange),  # foot
         ]
+    return _union(bpy, body, parts)
+
+
+def _build_duck(bpy):
+    """A painted toy duck: a textured, rounded, asymmetric object whose paint can be tracked (held out: added after
+    the tracked poses' smooth correction was tuned on the torus, cup and textured box)."""
+    paint = _material(bpy, "toy-paint", (0.95, 0.75, 0.1), "paint")
+    orange = _material(bpy, "toy-beak", (0.9, 0.4, 0.05))
+    body = _part(bpy, "sphere", (0.0, 0.0, -0.15), (0.42, 0.27, 0.22), material=paint)
+    parts = [_part(bpy, "sphere", (0.2, 0.0, 0.17), (0.15, 0.14, 0.15), material=paint),  # head
+             _part(bpy, "sphere", (0.37, 0.0, 0.14), (0.1, 0.06, 0.025), (0.0, -0.2, 0.0), material=orange),  # beak
+             _part(bpy, "sphere", (-0.38, 0.0, -0.02), (0.1, 0.08, 0.12), (0.0, 0.6, 0.0), material=paint)]  # tail
+    for side in (-1.0, 1.0):
+        parts.append(_part(bpy, "sphere", (-0.05, side * 0.24, -0.1), (0.22, 0.06, 0.1), (side * 0.2, 0.0, 0.0),
+                           material=paint))  # wing
     return _union(bpy, body, parts)
 
 

@@ -28,7 +28,7 @@ from droplet3d.orbit import Orbit
 from droplet3d.recon import ReconOptions, reconstruct
 from droplet3d.recon.export import BLENDER_TO_GLTF
 from droplet3d.recon.metrics import surface_scores
-from render_orbit import BACKGROUNDS, GREY, HELD_OUT_OBJECTS, REPO, Perturbation, render
+from render_orbit import BACKGROUNDS, GREY, REPO, Perturbation, render
 
 TILE = 180
 # The orbit each object is shown on (elevation, fov, direction): varied like the benchmark's.
@@ -39,7 +39,7 @@ NEW_VIEWS = (35.0, 215.0)  # azimuths between the orbit's frames
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--objects", nargs="+", default=list(HELD_OUT_OBJECTS), choices=list(ORBITS))
+    parser.add_argument("--objects", nargs="+", default=list(ORBITS), choices=list(ORBITS))
     parser.add_argument("--frames", type=int, default=36)
     parser.add_argument("--size", type=int, default=192)
     parser.add_argument("--clean", action="store_true", help="perfect turntables instead of generated-like orbits")

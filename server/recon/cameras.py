@@ -545,10 +545,11 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
         if scores[0] <= scores[1]:
             cameras = per_frame
             blind = _blind_to_azimuth(referee, orbit)
+            # The tracks hold each frame's own jitter; what they get wrong is smooth (a bent turn, the zoom), and the
+            # outlines measure that. From the frames alone it can also absorb the elevation's and fov's errors (the
+            # tune cup: 0.80° → 0.94° mean), but the tune objects gain on the whole (suzanne: 1.95° → 0.49°).
             corrected = None if blind else _smooth_drift(masks, per_frame, orbit.direction, referee, report)
             if corrected is not None:
-                # The tracks hold each frame's own jitter; what they get wrong is smooth (a stretched or bent turn,
-                # the zoom), and the outlines measure that.
                 cameras, confidence["azimuth_deg"]["outline_correction"] = corrected
             if blind:
                 confidence["azimuth_deg"]["outlines"] = "unchanging"

@@ -544,14 +544,7 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
         report.update(per_frame_score_px=round(scores[0], 4), uniform_score_px=round(scores[1], 4))
         if scores[0] <= scores[1]:
             cameras = per_frame
-            blind = _blind_to_azimuth(referee, orbit)
-            # The tracks hold each frame's own jitter; what they get wrong is smooth (a bent turn, the zoom), and the
-            # outlines measure that. From the frames alone it can also absorb the elevation's and fov's errors (the
-            # tune cup: 0.80° → 0.94° mean), but the tune objects gain on the whole (suzanne: 1.95° → 0.49°).
-            corrected = None if blind else _smooth_drift(masks, per_frame, orbit.direction, referee, report)
-            if corrected is not None:
-                cameras, confidence["azimuth_deg"]["outline_correction"] = corrected
-            if blind:
+            if _blind_to_azimuth(referee, orbit):
                 confidence["azimuth_deg"]["outlines"] = "unchanging"
                 held = _held_to_surface(tracks, masks, orbit, per_frame,
                                         _prior_std(elevation, uncertainty["elevation_deg"]), frame0)
@@ -569,6 +562,14 @@ def estimate_cameras(rgb: np.ndarray, masks: np.ndarray, base: Orbit, *, elevati
                     # too wide (the masks' edge) would move every frame but the gauge back by as much, and a
                     # mesh so carved is that much off in scale (the tune bottle: F@0.02 1.00 → 0.70).
                     cameras = _family(fit, held.azimuth_deg)(orbit.elevation_deg, orbit.fov_deg)
+            else:
+                # The tracks hold each frame's own jitter; what they get wrong is smooth (a bent turn, the zoom), and
+                # the outlines measure that. From the frames alone it can also absorb the elevation's and fov's
+                # errors (the tune cup: 0.80° → 0.94° mean), but the tune objects gain on the whole (suzanne:
+                # 1.95° → 0.49°).
+                corrected = _smooth_drift(masks, per_frame, orbit.direction, referee, report)
+                if corrected is not None:
+                    cameras, confidence["azimuth_deg"]["outline_correction"] = corrected
         else:
             cal = polish_orbit(masks, cal, elevation is None, fov is None)
             confidence["azimuth_deg"] = {"source": "silhouettes", "uniform": True}
